@@ -1,0 +1,108 @@
+//! Async frame helpers over any tokio byte stream (quinn's streams implement these traits).
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{self, CodecError, PREFIX_LEN};
+use crate::messages::{Envelope, Message};
+
+/// Reading or writing a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one envelope. `Ok(None)` on a clean end of stream at a frame boundary.
+pub async fn read_envelope<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Envelope>, FrameIoError> {
+    let mut prefix = [0u8; PREFIX_LEN];
+    let mut filled = 0;
+    while filled < PREFIX_LEN {
+        let n = reader.read(&mut prefix[filled..]).await?;
+        if n == 0 {
+            if filled == 0 {
+                return Ok(None);
+            }
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        filled += n;
+    }
+    let len = codec::body_len(prefix)?;
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(codec::decode_body(&body)?))
+}
+
+/// Reads one message; end of stream is an error here.
+pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Message, FrameIoError> {
+    match read_envelope(reader).await? {
+        Some(env) => Ok(env.message),
+        None => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+    }
+}
+
+/// Writes one message in the current envelope.
+pub async fn write_message<W: AsyncWrite + Unpin>(writer: &mut W, message: Message) -> Result<(), FrameIoError> {
+    let frame = codec::encode(&Envelope::new(message))?;
+    writer.write_all(&frame).await?;
+    Ok(())
+}
+
+use crate::ids::RequestId;
+use crate::rpc::{Request, RequestKind, Response, RpcError, RpcResult};
+
+/// A call over one bi-stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
+    #[error("peer answered with {0}")]
+    UnexpectedMessage(&'static str),
+    #[error("response is for request {got}, expected {expected}")]
+    WrongId { expected: RequestId, got: RequestId },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+/// Client side of one RPC on an opened bi-stream: writes the request, finishes nothing (the
+/// caller finishes its send half), and reads the response.
+pub async fn call<W, R>(send: &mut W, recv: &mut R, request: Request) -> Result<Vec<u8>, CallError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let id = request.id;
+    write_message(send, Message::Request(request)).await?;
+    send.flush().await.map_err(FrameIoError::from)?;
+    match read_message(recv).await? {
+        Message::Response(Response { id: got, result }) if got == id => match result {
+            RpcResult::Ok(body) => Ok(body),
+            RpcResult::Err(e) => Err(CallError::Rpc(e)),
+        },
+        Message::Response(r) => Err(CallError::WrongId { expected: id, got: r.id }),
+        other => Err(CallError::UnexpectedMessage(other.name())),
+    }
+}
+
+/// Server side of one RPC: reads a request, asks `handler` for the result, writes the response.
+/// Returns the kind that was served.
+pub async fn answer<W, R, F, Fut>(send: &mut W, recv: &mut R, handler: F) -> Result<RequestKind, FrameIoError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = RpcResult>,
+{
+    let request = match read_message(recv).await? {
+        Message::Request(r) => r,
+        other => {
+            return Err(CodecError::Malformed(format!("expected Request, got {}", other.name())).into());
+        }
+    };
+    let (id, kind) = (request.id, request.kind);
+    let result = handler(request).await;
+    write_message(send, Message::Response(Response { id, result })).await?;
+    send.flush().await?;
+    Ok(kind)
+}

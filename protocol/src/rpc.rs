@@ -1,0 +1,60 @@
+//! Request/response RPC, one bi-stream per call, usable in both directions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RequestId;
+
+/// What a request asks for. A number rather than an enum so that a peer can decode a request of
+/// a kind it does not know and answer [`RpcError::Unsupported`] instead of dropping the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestKind(pub u16);
+
+impl RequestKind {
+    /// Either direction. Body: empty. Answer: empty. Proves the RPC path end to end.
+    pub const PING: RequestKind = RequestKind(1);
+    /// Agent → controller. Body: [`crate::enroll::RenewRequest`]. Answer: [`crate::enroll::Renewed`].
+    pub const RENEW_CERTIFICATE: RequestKind = RequestKind(2);
+    /// Controller → agent. Body: empty. Answer: [`crate::metrics::MetricsSample`] taken now.
+    pub const METRICS_NOW: RequestKind = RequestKind(3);
+}
+
+/// One call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    /// How long the caller will wait, milliseconds; the callee may give up after it.
+    pub deadline_ms: u32,
+    pub kind: RequestKind,
+    /// bincode of the kind's body type.
+    pub body: Vec<u8>,
+}
+
+/// The answer to one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: RequestId,
+    pub result: RpcResult,
+}
+
+/// Success (bincode of the kind's answer type) or a typed failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RpcResult {
+    Ok(Vec<u8>),
+    Err(RpcError),
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RpcError {
+    #[error("request kind {0} is not supported by this peer")]
+    Unsupported(u16),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("failed: {0}")]
+    Failed(String),
+}

@@ -1,0 +1,316 @@
+//! Golden bytes for every wire type.
+//!
+//! A FAILING TEST HERE MEANS A SHIPPED WIRE TYPE CHANGED. Bincode is not self-describing: agents
+//! and controllers of different releases only understand each other while these bytes stay the
+//! same. Do not edit the literal to make the test pass; revert the type change and add a new
+//! request/event kind or a new versioned body type (with a new golden test) instead.
+//!
+//! Each check also decodes the committed bytes, so bytes written by an older build keep decoding
+//! to the same value. To add a type: write its test with an empty literal, run it once, and paste
+//! the `actual` hex from the failure message.
+
+use std::fmt::Debug;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use flotilla_protocol::codec::{self, PREFIX_LEN};
+use flotilla_protocol::enroll::{EnrollRefusal, EnrollRefused, EnrollRequest, Enrolled, RenewRequest, Renewed};
+use flotilla_protocol::facts::HostFacts;
+use flotilla_protocol::messages::{
+    Capabilities, Event, EventAck, EventKind, Heartbeat, Hello, ProtocolVersion, Upgrade, Welcome, ENVELOPE_VERSION,
+};
+use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::rpc::{Request, RequestKind, Response, RpcError, RpcResult};
+use flotilla_protocol::token::JoinToken;
+use flotilla_protocol::{Envelope, Message, NodeId, RequestId, ALPN_ENROLL, ALPN_LINK};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+#[track_caller]
+fn assert_golden(what: &str, actual: &[u8], golden: &str) {
+    let actual = hex::encode(actual);
+    assert!(
+        actual == golden,
+        "wire bytes of {what} changed: a shipped type was edited (see the top of golden.rs)\n\
+         golden: {golden}\n\
+         actual: {actual}"
+    );
+}
+
+/// A whole frame (length prefix + envelope) of `message`.
+#[track_caller]
+fn check_message(message: Message, golden: &str) {
+    let what = message.name();
+    let envelope = Envelope::new(message);
+    assert_golden(what, &codec::encode(&envelope).unwrap(), golden);
+
+    let bytes = hex::decode(golden).unwrap();
+    let prefix: [u8; PREFIX_LEN] = bytes[..PREFIX_LEN].try_into().unwrap();
+    assert_eq!(codec::body_len(prefix).unwrap(), bytes.len() - PREFIX_LEN);
+    assert_eq!(codec::decode_body(&bytes[PREFIX_LEN..]).unwrap(), envelope);
+}
+
+/// A body type (carried inside `Event`/`Request`/`Response` bytes).
+#[track_caller]
+fn check_body<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T, golden: &str) {
+    let what = std::any::type_name::<T>();
+    assert_golden(what, &codec::encode_body(value).unwrap(), golden);
+    assert_eq!(&codec::decode_from::<T>(&hex::decode(golden).unwrap()).unwrap(), value);
+}
+
+// ---- fixed sample values ----------------------------------------------------------------------
+// Chosen to exercise the encoding: multi-byte varints (values >= 251), a negative id (zigzag),
+// IPv4 and IPv6 addresses, non-ASCII text, fractional floats.
+
+fn facts() -> HostFacts {
+    HostFacts {
+        hostname: "nl-1".into(),
+        os: "Debian GNU/Linux 12".into(),
+        kernel: "6.1.0-18-amd64".into(),
+        arch: "x86_64".into(),
+        cpu_model: "AMD EPYC 7543P 32-Core Processor".into(),
+        cpu_cores: 4,
+        public_ips: vec![
+            IpAddr::V4(Ipv4Addr::new(45, 67, 89, 10)),
+            IpAddr::V6(Ipv6Addr::new(0x2a01, 0x4f8, 0xc17, 0x1234, 0, 0, 0, 1)),
+        ],
+        private_ips: vec![
+            IpAddr::V4(Ipv4Addr::new(10, 8, 0, 1)),
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+        ],
+    }
+}
+
+fn metrics() -> MetricsSample {
+    MetricsSample {
+        taken_at_ms: 1_717_171_717_171,
+        cpu_percent: 12.5,
+        mem_used: 1_073_741_824,
+        mem_total: 4_294_967_296,
+        swap_used: 0,
+        swap_total: 536_870_912,
+        disk_used: 21_474_836_480,
+        disk_total: 85_899_345_920,
+        load: [0.25, 0.5, 1.75],
+        uptime_secs: 864_000,
+        net_rx_bytes: 123_456_789_012,
+        net_tx_bytes: 98_765_432_109,
+    }
+}
+
+const V1_0: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+
+// ---- messages: one test per `Message` variant -------------------------------------------------
+
+#[test]
+fn hello() {
+    check_message(
+        Message::Hello(Hello {
+            protocol: V1_0,
+            agent_version: "0.1.0".into(),
+            node_id: NodeId(42),
+            capabilities: Capabilities::METRICS | Capabilities::CERT_RENEWAL,
+            facts: facts(),
+            applied_revision: 300,
+        }),
+        "0000008e0100010005302e312e305403046e6c2d311344656269616e20474e552f4c696e75782031320e362e312e302d31382d616d643634067838365f363420414d4420455059432037353433502033322d436f72652050726f636573736f720402002d43590a012a0104f80c171234000000000000000102000a08000101fd000000000000000000000000000002fb2c01",
+    );
+}
+
+#[test]
+fn welcome() {
+    check_message(
+        Message::Welcome(Welcome {
+            protocol: V1_0,
+            controller_version: "0.1.0".into(),
+            node_id: NodeId(42),
+            node_name: "amsterdam-1".into(),
+            heartbeat_interval_ms: 5_000,
+            desired_revision: 301,
+            server_time_ms: 1_717_171_717_171,
+        }),
+        "000000260101010005302e312e30540b616d7374657264616d2d31fb8813fb2d01fd330469cf8f010000",
+    );
+}
+
+#[test]
+fn upgrade() {
+    check_message(
+        Message::Upgrade(Upgrade {
+            min_version: ProtocolVersion { major: 2, minor: 0 },
+            max_version: ProtocolVersion { major: 2, minor: 3 },
+            message: "agent 0.1.0 is too old: upgrade to 0.3 or later".into(),
+        }),
+        "000000360102020002032f6167656e7420302e312e3020697320746f6f206f6c643a207570677261646520746f20302e33206f72206c61746572",
+    );
+}
+
+#[test]
+fn heartbeat() {
+    check_message(Message::Heartbeat(Heartbeat { seq: 7, sent_at_us: 1_234_567_890 }), "00000008010307fcd2029649");
+}
+
+#[test]
+fn heartbeat_ack() {
+    check_message(Message::HeartbeatAck(Heartbeat { seq: 7, sent_at_us: 1_234_567_890 }), "00000008010407fcd2029649");
+}
+
+#[test]
+fn event_carrying_a_metrics_sample() {
+    check_message(
+        Message::Event(Event {
+            kind: EventKind::METRICS_SAMPLE,
+            seq: 1_000,
+            body: codec::encode_body(&metrics()).unwrap(),
+        }),
+        "00000069010501fbe80362fd330469cf8f01000000004841fc00000040fd000000000100000000fc00000020fd0000000005000000fd0000000014000000000000000000d03f000000000000e03f000000000000fc3ffc002f0d00fd141a99be1c000000fd2de5e0fe16000000",
+    );
+}
+
+#[test]
+fn event_ack() {
+    check_message(Message::EventAck(EventAck { seq: 1_000 }), "000000050106fbe803");
+}
+
+#[test]
+fn request_ping() {
+    check_message(
+        Message::Request(Request { id: RequestId(1), deadline_ms: 10_000, kind: RequestKind::PING, body: vec![] }),
+        "00000008010701fb10270100",
+    );
+}
+
+#[test]
+fn request_renew_certificate() {
+    check_message(
+        Message::Request(Request {
+            id: RequestId(65_536),
+            deadline_ms: 30_000,
+            kind: RequestKind::RENEW_CERTIFICATE,
+            body: codec::encode_body(&RenewRequest { csr_der: vec![0x30, 0x82, 0x01, 0x0a] }).unwrap(),
+        }),
+        "000000110107fc00000100fb30750205043082010a",
+    );
+}
+
+#[test]
+fn response_ok() {
+    check_message(
+        Message::Response(Response {
+            id: RequestId(65_536),
+            result: RpcResult::Ok(codec::encode_body(&Renewed { cert_der: vec![0x30, 0x82, 0x02, 0x10] }).unwrap()),
+        }),
+        "0000000e0108fc0000010000050430820210",
+    );
+}
+
+#[test]
+fn response_err_every_rpc_error() {
+    let cases = [
+        (RpcError::Unsupported(999), "000000080108030100fbe703"),
+        (
+            RpcError::BadRequest("body does not decode".into()),
+            "0000001a010803010114626f647920646f6573206e6f74206465636f6465",
+        ),
+        (RpcError::DeadlineExceeded, "000000050108030102"),
+        (RpcError::Refused("node is deleted".into()), "0000001501080301030f6e6f64652069732064656c65746564"),
+        (RpcError::Failed("disk full".into()), "0000000f0108030104096469736b2066756c6c"),
+    ];
+    for (error, golden) in cases {
+        check_message(Message::Response(Response { id: RequestId(3), result: RpcResult::Err(error) }), golden);
+    }
+}
+
+#[test]
+fn enroll() {
+    check_message(
+        Message::Enroll(EnrollRequest {
+            secret: [0xab; 32],
+            csr_der: vec![0x30, 0x81, 0x9f],
+            agent_version: "0.1.0".into(),
+            facts: facts(),
+        }),
+        "000000ab0109abababababababababababababababababababababababababababababababab0330819f05302e312e30046e6c2d311344656269616e20474e552f4c696e75782031320e362e312e302d31382d616d643634067838365f363420414d4420455059432037353433502033322d436f72652050726f636573736f720402002d43590a012a0104f80c171234000000000000000102000a08000101fd000000000000000000000000000002",
+    );
+}
+
+#[test]
+fn enrolled() {
+    check_message(
+        Message::Enrolled(Enrolled {
+            node_id: NodeId(-5),
+            node_name: "tokyo-ß".into(),
+            cert_der: vec![0x30, 0x82],
+            ca_der: vec![0x30, 0x83, 0x00],
+        }),
+        "00000013010a0908746f6b796f2dc39f02308203308300",
+    );
+}
+
+#[test]
+fn enroll_refused_every_reason() {
+    let cases = [
+        (EnrollRefusal::UnknownToken, "00000006010b00026e6f"),
+        (EnrollRefusal::TokenUsed, "00000006010b01026e6f"),
+        (EnrollRefusal::TokenExpired, "00000006010b02026e6f"),
+        (EnrollRefusal::NodeDeleted, "00000006010b03026e6f"),
+        (EnrollRefusal::BadCsr, "00000006010b04026e6f"),
+        (EnrollRefusal::Internal, "00000006010b05026e6f"),
+    ];
+    for (reason, golden) in cases {
+        check_message(Message::EnrollRefused(EnrollRefused { reason, message: "no".into() }), golden);
+    }
+}
+
+// ---- bodies -----------------------------------------------------------------------------------
+
+#[test]
+fn metrics_sample_body() {
+    check_body(&metrics(), "fd330469cf8f01000000004841fc00000040fd000000000100000000fc00000020fd0000000005000000fd0000000014000000000000000000d03f000000000000e03f000000000000fc3ffc002f0d00fd141a99be1c000000fd2de5e0fe16000000");
+}
+
+#[test]
+fn host_facts_body() {
+    check_body(&facts(), "046e6c2d311344656269616e20474e552f4c696e75782031320e362e312e302d31382d616d643634067838365f363420414d4420455059432037353433502033322d436f72652050726f636573736f720402002d43590a012a0104f80c171234000000000000000102000a08000101fd000000000000000000000000000002");
+}
+
+#[test]
+fn renew_request_body() {
+    check_body(&RenewRequest { csr_der: vec![0x30, 0x82, 0x01, 0x0a] }, "043082010a");
+}
+
+#[test]
+fn renewed_body() {
+    check_body(&Renewed { cert_der: vec![0x30, 0x82, 0x02, 0x10] }, "0430820210");
+}
+
+// ---- join tokens and numbered constants -------------------------------------------------------
+
+/// Tokens are printed, pasted into shells and kept in provisioning scripts: an old token string
+/// must keep parsing.
+#[test]
+fn join_token_string() {
+    let token = JoinToken {
+        controller: vec!["203.0.113.7:4433".into(), "[2001:db8::7]:4433".into()],
+        ca_fingerprint: [0x11; 32],
+        secret: [0x22; 32],
+    };
+    let golden = "flt1_AhAyMDMuMC4xMTMuNzo0NDMzElsyMDAxOmRiODo6N106NDQzMxERERERERERERERERERERERERERERERERERERERERERIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI";
+    assert_eq!(token.encode(), golden, "join token encoding changed");
+    assert_eq!(JoinToken::parse(golden).unwrap(), token);
+}
+
+/// Kinds, capability bits and ALPNs are wire values too.
+#[test]
+fn numbered_constants() {
+    assert_eq!(ENVELOPE_VERSION, 1);
+    assert_eq!(EventKind::METRICS_SAMPLE, EventKind(1));
+    assert_eq!(RequestKind::PING, RequestKind(1));
+    assert_eq!(RequestKind::RENEW_CERTIFICATE, RequestKind(2));
+    assert_eq!(RequestKind::METRICS_NOW, RequestKind(3));
+    assert_eq!(Capabilities::METRICS, Capabilities(1));
+    assert_eq!(Capabilities::CERT_RENEWAL, Capabilities(2));
+    assert_eq!(ALPN_LINK, b"flotilla/1");
+    assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
+}
