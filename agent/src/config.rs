@@ -1,0 +1,96 @@
+//! `agent.toml`: optional settings; every key has a default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default config file.
+pub const DEFAULT_CONFIG: &str = "/etc/flotilla/agent.toml";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla-agent";
+
+/// Parsed agent configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// How often host metrics are sampled and pushed.
+    #[serde(with = "humantime_serde_compat")]
+    pub metrics_interval: Duration,
+    /// Log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
+    pub log: String,
+    pub controller: ControllerSection,
+}
+
+/// `[controller]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerSection {
+    /// Overrides the controller address stored at enrollment.
+    pub addr: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            metrics_interval: Duration::from_secs(5),
+            log: "info".into(),
+            controller: ControllerSection::default(),
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, String),
+}
+
+impl AgentConfig {
+    /// Loads `path`; a missing file at the default location means defaults, elsewhere an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<AgentConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(AgentConfig::default()),
+            Err(e) => Err(ConfigError::Read(path.display().to_string(), e)),
+        }
+    }
+}
+
+/// Durations written the human way ("5s", "1m 30s").
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = humantime::parse_duration(&s).map_err(serde::de::Error::custom)?;
+        if v < Duration::from_millis(100) {
+            return Err(serde::de::Error::custom("must be at least 100ms"));
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_defaults() {
+        let c: AgentConfig = toml::from_str("metrics_interval = \"2s\"\n[controller]\naddr = \"x:1\"\n").unwrap();
+        assert_eq!(c.metrics_interval, Duration::from_secs(2));
+        assert_eq!(c.controller.addr.as_deref(), Some("x:1"));
+        assert_eq!(c.log, "info");
+        assert!(toml::from_str::<AgentConfig>("bogus = 1").is_err());
+        assert!(toml::from_str::<AgentConfig>("metrics_interval = \"1ms\"").is_err());
+        let missing = AgentConfig::load(Path::new("/nonexistent/agent.toml"), false).unwrap();
+        assert_eq!(missing.metrics_interval, Duration::from_secs(5));
+        assert!(AgentConfig::load(Path::new("/nonexistent/agent.toml"), true).is_err());
+    }
+}

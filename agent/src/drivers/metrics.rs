@@ -1,0 +1,258 @@
+//! Metrics driver: samples CPU, memory, swap, root filesystem, load, uptime and network counters
+//! with `sysinfo`, producing the wire type [`MetricsSample`].
+//!
+//! A [`MetricsSampler`] is long-lived: CPU usage is a difference between two readings of
+//! `/proc/stat`, so the sampler keeps the previous reading between calls.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flotilla_protocol::metrics::MetricsSample;
+use sysinfo::{DiskRefreshKind, Disks, Networks, System};
+
+/// The filesystem whose usage a sample reports.
+const ROOT: &str = "/";
+
+/// Interface excluded from the network totals: loopback traffic is the host talking to itself
+/// (including the agent's own local API) and says nothing about the node's real traffic.
+const LOOPBACK_IFACE: &str = "lo";
+
+/// Keeps the `sysinfo` state that successive samples need.
+pub struct MetricsSampler {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+}
+
+impl MetricsSampler {
+    /// Creates a sampler and takes a first CPU reading, so that the next [`sample`] reports the
+    /// CPU use since now rather than an average since boot.
+    ///
+    /// [`sample`]: MetricsSampler::sample
+    pub fn new() -> Self {
+        let mut system = System::new();
+        system.refresh_cpu_usage();
+        // Only capacity and available space are needed; I/O counters would cost extra /proc reads.
+        let disks = Disks::new_with_refreshed_list_specifics(storage_only());
+        let networks = Networks::new_with_refreshed_list();
+        MetricsSampler { system, disks, networks }
+    }
+
+    /// Takes one sample now.
+    ///
+    /// CPU use covers the time since the previous call (or since [`MetricsSampler::new`]); calls
+    /// closer together than [`sysinfo::MINIMUM_CPU_UPDATE_INTERVAL`] repeat the previous value.
+    /// Network totals are sums over the interfaces present now, so they drop when an interface
+    /// goes away; consumers computing rates should treat a decrease as a counter reset.
+    pub fn sample(&mut self) -> MetricsSample {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        let (disk_used, disk_total) = self.root_disk_usage();
+        self.networks.refresh(true);
+        let (net_rx_bytes, net_tx_bytes) = network_totals(
+            self.networks.iter().map(|(name, data)| (name.as_str(), data.total_received(), data.total_transmitted())),
+        );
+        let load = System::load_average();
+
+        MetricsSample {
+            taken_at_ms: unix_ms_now(),
+            cpu_percent: clamp_percent(self.system.global_cpu_usage()),
+            mem_used: self.system.used_memory(),
+            mem_total: self.system.total_memory(),
+            swap_used: self.system.used_swap(),
+            swap_total: self.system.total_swap(),
+            disk_used,
+            disk_total,
+            load: [load.one, load.five, load.fifteen],
+            uptime_secs: System::uptime(),
+            net_rx_bytes,
+            net_tx_bytes,
+        }
+    }
+
+    /// `(used, total)` bytes of the filesystem holding `/`, or `(0, 0)` if none is known.
+    fn root_disk_usage(&mut self) -> (u64, u64) {
+        let root = Path::new(ROOT);
+        let mut index = disk_for_path(self.disks.list().iter().map(|d| d.mount_point()), root);
+        if let Some(i) = index {
+            // Refresh only this disk: statvfs on every mount each interval is wasted work, and a
+            // stuck FUSE mount elsewhere must not be able to block sampling.
+            if !self.disks.list_mut()[i].refresh_specifics(storage_only()) {
+                index = None;
+            }
+        }
+        if index.is_none() {
+            // Mounts changed since the list was made: list again.
+            self.disks.refresh_specifics(true, storage_only());
+            index = disk_for_path(self.disks.list().iter().map(|d| d.mount_point()), root);
+        }
+        match index {
+            Some(i) => {
+                let disk = &self.disks.list()[i];
+                let total = disk.total_space();
+                // sysinfo exposes only capacity and space available to unprivileged users
+                // (statvfs f_bavail), not free space (f_bfree), so blocks reserved for root count
+                // as used here; `df` shows them in neither its Used nor its Avail column.
+                (total.saturating_sub(disk.available_space()), total)
+            }
+            None => (0, 0),
+        }
+    }
+}
+
+impl Default for MetricsSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn storage_only() -> DiskRefreshKind {
+    DiskRefreshKind::nothing().with_storage()
+}
+
+/// Index of the mount point that holds `path`: the longest mount point that is a
+/// (component-wise) prefix of it.
+fn disk_for_path<'a>(mount_points: impl Iterator<Item = &'a Path>, path: &Path) -> Option<usize> {
+    mount_points
+        .enumerate()
+        .filter(|(_, mount)| path.starts_with(mount))
+        // Deepest mount wins; on a tie (the same mount listed twice) the first listed does.
+        .fold(None, |best: Option<(usize, usize)>, (i, mount)| {
+            let depth = mount.components().count();
+            match best {
+                Some((_, best_depth)) if best_depth >= depth => best,
+                _ => Some((i, depth)),
+            }
+        })
+        .map(|(i, _)| i)
+}
+
+/// Sums `(interface, rx, tx)` totals over every interface except loopback.
+fn network_totals<'a>(interfaces: impl Iterator<Item = (&'a str, u64, u64)>) -> (u64, u64) {
+    interfaces
+        .filter(|(name, _, _)| *name != LOOPBACK_IFACE)
+        .fold((0, 0), |(rx, tx), (_, r, t)| (rx.saturating_add(r), tx.saturating_add(t)))
+}
+
+/// Keeps a CPU figure inside the documented 0..=100 (sysinfo can overshoot slightly, and a
+/// zero-length interval yields NaN).
+fn clamp_percent(value: f32) -> f32 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, 100.0)
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_reports_memory_disk_and_time_of_this_host() {
+        let mut sampler = MetricsSampler::new();
+        let before = unix_ms_now();
+        let s = sampler.sample();
+        let after = unix_ms_now();
+
+        assert!(before <= s.taken_at_ms && s.taken_at_ms <= after, "{s:?}");
+        assert!(s.mem_total > 0, "{s:?}");
+        assert!(s.mem_used > 0 && s.mem_used <= s.mem_total, "{s:?}");
+        assert!(s.swap_used <= s.swap_total, "{s:?}");
+        assert!(s.disk_total > 0, "no filesystem found for /: {s:?}");
+        assert!(s.disk_used <= s.disk_total, "{s:?}");
+        assert!(s.uptime_secs > 0, "{s:?}");
+        assert!(s.load.iter().all(|l| l.is_finite() && *l >= 0.0), "{s:?}");
+    }
+
+    #[test]
+    fn root_disk_is_the_filesystem_holding_root() {
+        // Cross-check against the kernel's statvfs("/") as `stat -f` reports it, so a wrong pick
+        // (another mount, or a sum of several) fails. Block size: sysinfo multiplies by f_bsize,
+        // `df` by f_frsize; they differ on some filesystems, so accept either.
+        let mut sampler = MetricsSampler::new();
+        let s = sampler.sample();
+        let Some(fields) = std::process::Command::new("stat")
+            .args(["-f", "-c", "%s %S %b", "/"])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|out| out.split_whitespace().filter_map(|f| f.parse::<u64>().ok()).collect::<Vec<_>>())
+        else {
+            return; // no coreutils `stat`: nothing to compare with
+        };
+        let [bsize, frsize, blocks] = fields[..] else {
+            panic!("unexpected `stat -f` output: {fields:?}");
+        };
+        assert!(
+            s.disk_total == bsize * blocks || s.disk_total == frsize * blocks,
+            "disk_total {} is neither {bsize}*{blocks} nor {frsize}*{blocks}",
+            s.disk_total
+        );
+    }
+
+    #[test]
+    fn cpu_percent_is_a_percentage_and_counters_do_not_go_backwards() {
+        let mut sampler = MetricsSampler::new();
+        let first = sampler.sample();
+        // Burn some CPU so the interval is not trivially idle, then wait past the minimum
+        // interval sysinfo needs between two CPU readings.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL * 2 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let second = sampler.sample();
+
+        for s in [&first, &second] {
+            assert!((0.0..=100.0).contains(&s.cpu_percent), "{s:?}");
+        }
+        assert!(second.taken_at_ms >= first.taken_at_ms);
+        assert!(second.uptime_secs >= first.uptime_secs);
+        assert!(second.net_rx_bytes >= first.net_rx_bytes, "{first:?} then {second:?}");
+        assert!(second.net_tx_bytes >= first.net_tx_bytes, "{first:?} then {second:?}");
+    }
+
+    #[test]
+    fn network_totals_skip_loopback_and_sum_the_rest() {
+        let ifaces = [("lo", 1_000, 1_000), ("eth0", 10, 20), ("wg0", 5, 7), ("lo0", 1, 1)];
+        assert_eq!(network_totals(ifaces.into_iter()), (16, 28));
+        assert_eq!(network_totals(std::iter::empty()), (0, 0));
+        assert_eq!(network_totals([("lo", 9, 9)].into_iter()), (0, 0));
+        assert_eq!(
+            network_totals([("a", u64::MAX, 1), ("b", 1, 1)].into_iter()),
+            (u64::MAX, 2),
+            "saturates instead of wrapping"
+        );
+    }
+
+    #[test]
+    fn disk_for_path_prefers_the_deepest_mount_holding_the_path() {
+        let mounts = ["/boot", "/", "/var", "/var/lib", "/var/li"].map(Path::new);
+        let find = |p: &str| disk_for_path(mounts.iter().copied(), Path::new(p));
+        assert_eq!(find("/"), Some(1));
+        assert_eq!(find("/etc"), Some(1));
+        assert_eq!(find("/var/log"), Some(2));
+        assert_eq!(find("/var/lib/flotilla"), Some(3), "component-wise, not string prefix");
+        assert_eq!(find("/boot"), Some(0));
+
+        let without_root = ["/boot", "/home"].map(Path::new);
+        assert_eq!(disk_for_path(without_root.iter().copied(), Path::new("/")), None);
+        assert_eq!(disk_for_path(std::iter::empty(), Path::new("/")), None);
+
+        let duplicated = ["/", "/"].map(Path::new);
+        assert_eq!(disk_for_path(duplicated.iter().copied(), Path::new("/")), Some(0));
+    }
+
+    #[test]
+    fn clamp_percent_bounds() {
+        assert_eq!(clamp_percent(f32::NAN), 0.0);
+        assert_eq!(clamp_percent(-1.0), 0.0);
+        assert_eq!(clamp_percent(100.4), 100.0);
+        assert_eq!(clamp_percent(42.5), 42.5);
+    }
+}

@@ -1,0 +1,3 @@
+//! Drivers: one module per thing the agent manages on its host.
+
+pub mod metrics;

@@ -1,0 +1,407 @@
+//! The link to the controller: dial out, say hello, then serve heartbeats, push metrics, answer
+//! requests and renew the certificate, reconnecting with backoff whenever the link drops. Nothing
+//! on the host depends on the link being up.
+
+pub mod backoff;
+pub mod liveness;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_protocol::close::CloseCode;
+use flotilla_protocol::codec;
+use flotilla_protocol::enroll::{RenewRequest, Renewed};
+use flotilla_protocol::facts::HostFacts;
+use flotilla_protocol::io::{read_message, write_message};
+use flotilla_protocol::messages::{Capabilities, Event, EventKind, Hello, Message, Welcome};
+use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
+use flotilla_protocol::{RequestId, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+use crate::drivers::metrics::MetricsSampler;
+use crate::identity::{new_key_and_csr, CertInfo, Identity};
+use crate::state::{LinkState, StateStore};
+use backoff::Backoff;
+use liveness::Liveness;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+const RENEW_RETRY: Duration = Duration::from_secs(60);
+
+/// Why a connection attempt or session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+    #[error("controller refused this node: {0}")]
+    Refused(String),
+    #[error("controller requires an agent upgrade: {0}")]
+    Upgrade(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+impl LinkError {
+    fn refused(&self) -> bool {
+        matches!(self, LinkError::Refused(_))
+    }
+}
+
+/// Turns a QUIC connection error into a link error, recognising refusals of our certificate.
+fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
+    use quinn::ConnectionError as C;
+    match e {
+        C::ApplicationClosed(ac) => {
+            let code = CloseCode(ac.error_code.into_inner() as u32);
+            if code == CloseCode::REVOKED || code == CloseCode::CERTIFICATE_REQUIRED {
+                LinkError::Refused(code.describe().into())
+            } else {
+                LinkError::Connect(addr, format!("closed by controller: {}", code.describe()))
+            }
+        }
+        // A TLS alert during the handshake: the controller rejected our certificate (revoked,
+        // unknown CA) or we rejected its.
+        C::ConnectionClosed(cc) if (0x100..0x200).contains(&u64::from(cc.error_code)) => {
+            LinkError::Refused(format!("TLS handshake rejected: {cc}"))
+        }
+        C::TransportError(te) if (0x100..0x200).contains(&u64::from(te.code)) => {
+            LinkError::Refused(format!("TLS handshake failed: {te}"))
+        }
+        other => LinkError::Connect(addr, other.to_string()),
+    }
+}
+
+/// What a session can use from the agent.
+#[derive(Clone)]
+pub struct ServeContext {
+    /// Where renewed certificates are stored (None: renewal disabled, as in simulations).
+    pub state: Option<StateStore>,
+    /// Metrics driver; None disables metrics events.
+    pub sampler: Option<Arc<Mutex<MetricsSampler>>>,
+    pub metrics_interval: Duration,
+}
+
+impl std::fmt::Debug for ServeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeContext").field("metrics_interval", &self.metrics_interval).finish()
+    }
+}
+
+/// A welcomed session.
+pub struct Established {
+    pub conn: quinn::Connection,
+    pub welcome: Welcome,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for Established {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Established").field("welcome", &self.welcome).finish()
+    }
+}
+
+/// Dials `addr` with `identity` and completes Hello/Welcome.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    addr: SocketAddr,
+    facts: HostFacts,
+) -> Result<Established, LinkError> {
+    let config = tls::link_config(identity).map_err(|e| LinkError::Config(e.to_string()))?;
+    let connecting = endpoint
+        .connect_with(config, addr, CONTROLLER_SERVER_NAME)
+        .map_err(|e| LinkError::Connect(addr, e.to_string()))?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| LinkError::Timeout("QUIC handshake"))?
+        .map_err(|e| classify(addr, &e))?;
+    let handshake = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| classify(addr, &e))?;
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: identity.node_id,
+            capabilities: Capabilities::METRICS | Capabilities::CERT_RENEWAL,
+            facts,
+            applied_revision: 0,
+        };
+        write_message(&mut send, Message::Hello(hello)).await.map_err(|e| LinkError::Protocol(e.to_string()))?;
+        match read_message(&mut recv).await {
+            Ok(Message::Welcome(welcome)) => Ok((send, recv, welcome)),
+            Ok(Message::Upgrade(u)) => Err(LinkError::Upgrade(u.message)),
+            Ok(other) => Err(LinkError::Protocol(format!("expected Welcome, got {}", other.name()))),
+            Err(e) => {
+                Err(conn.close_reason().map(|r| classify(addr, &r)).unwrap_or(LinkError::Protocol(e.to_string())))
+            }
+        }
+    };
+    let (send, recv, welcome) =
+        tokio::time::timeout(WELCOME_TIMEOUT, handshake).await.map_err(|_| LinkError::Timeout("Welcome"))??;
+    Ok(Established { conn, welcome, send, recv, identity: identity.clone() })
+}
+
+impl Established {
+    /// Serves the session until it ends or `shutdown` flips; returns why it ended.
+    pub async fn serve(self, ctx: &ServeContext, shutdown: &mut watch::Receiver<bool>) -> LinkError {
+        let Established { conn, welcome, mut send, mut recv, identity } = self;
+        let addr = conn.remote_address();
+        let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100) as u64);
+        let mut liveness = Liveness::new(Instant::now(), interval);
+
+        let (tx, mut rx) = mpsc::channel::<Message>(64);
+        let reader = tokio::spawn(async move {
+            while let Ok(m) = read_message(&mut recv).await {
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let requests = tokio::spawn(serve_requests(conn.clone(), ctx.sampler.clone()));
+
+        let mut metrics = tokio::time::interval(ctx.metrics_interval.max(Duration::from_millis(100)));
+        metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        let mut identity = identity;
+        let mut renew_at = renewal_instant(&identity, ctx);
+        let end = loop {
+            let dead_at = tokio::time::Instant::from_std(liveness.deadline());
+            tokio::select! {
+                _ = tokio::time::sleep_until(dead_at) => {
+                    if liveness.is_dead(Instant::now()) {
+                        conn.close(quinn::VarInt::from_u32(CloseCode::HEARTBEAT_TIMEOUT.0), b"no heartbeat");
+                        break LinkError::Timeout("controller heartbeats stopped");
+                    }
+                }
+                msg = rx.recv() => match msg {
+                    Some(Message::Heartbeat(hb)) => {
+                        liveness.on_heartbeat(Instant::now());
+                        if let Err(e) = write_message(&mut send, Message::HeartbeatAck(hb)).await {
+                            break LinkError::Protocol(format!("control stream: {e}"));
+                        }
+                    }
+                    Some(Message::EventAck(_)) => {}
+                    Some(other) => {
+                        conn.close(quinn::VarInt::from_u32(CloseCode::PROTOCOL_ERROR.0), b"unexpected message");
+                        break LinkError::Protocol(format!("unexpected {} on control stream", other.name()));
+                    }
+                    None => break conn.close_reason().map(|r| classify(addr, &r))
+                        .unwrap_or(LinkError::Protocol("control stream ended".into())),
+                },
+                _ = metrics.tick(), if ctx.sampler.is_some() => {
+                    let Some(sample) = sample(ctx.sampler.clone()).await else { continue };
+                    seq += 1;
+                    let body = match codec::encode_body(&sample) { Ok(b) => b, Err(_) => continue };
+                    let event = Event { kind: EventKind::METRICS_SAMPLE, seq, body };
+                    if let Err(e) = write_message(&mut send, Message::Event(event)).await {
+                        break LinkError::Protocol(format!("control stream: {e}"));
+                    }
+                }
+                _ = sleep_until_opt(renew_at) => {
+                    renew_at = match renew(&conn, &identity, ctx).await {
+                        Ok(renewed) => {
+                            identity = renewed;
+                            renewal_instant(&identity, ctx)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "certificate renewal failed; keeping the current certificate");
+                            Some(tokio::time::Instant::now() + RENEW_RETRY)
+                        }
+                    };
+                }
+                e = conn.closed() => break classify(addr, &e),
+                _ = shutdown.changed() => {
+                    conn.close(quinn::VarInt::from_u32(CloseCode::SHUTDOWN.0), b"agent shutting down");
+                    break LinkError::Protocol("agent shutting down".into());
+                }
+            }
+        };
+        reader.abort();
+        requests.abort();
+        end
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When to renew (None when renewal is disabled or the certificate is unreadable).
+fn renewal_instant(identity: &Identity, ctx: &ServeContext) -> Option<tokio::time::Instant> {
+    ctx.state.as_ref()?;
+    let info = CertInfo::parse(&identity.cert_der)?;
+    let wait = (info.renew_at() - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    Some(tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or_default())
+}
+
+async fn sample(sampler: Option<Arc<Mutex<MetricsSampler>>>) -> Option<flotilla_protocol::metrics::MetricsSample> {
+    let sampler = sampler?;
+    tokio::task::spawn_blocking(move || sampler.lock().unwrap_or_else(|p| p.into_inner()).sample()).await.ok()
+}
+
+/// Asks the controller to sign a new key for this node and stores it. The old certificate stays
+/// in use until the new one is stored.
+async fn renew(conn: &quinn::Connection, identity: &Identity, ctx: &ServeContext) -> Result<Identity, String> {
+    let state = ctx.state.as_ref().ok_or("renewal disabled")?;
+    let (key_der, csr_der) = new_key_and_csr(&identity.node_name).map_err(|e| e.to_string())?;
+    let body = codec::encode_body(&RenewRequest { csr_der }).map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let request = Request { id: RequestId(1), deadline_ms: 10_000, kind: RequestKind::RENEW_CERTIFICATE, body };
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), flotilla_protocol::io::call(&mut send, &mut recv, request))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    let renewed: Renewed = codec::decode_from(&answer).map_err(|e| e.to_string())?;
+    let info = CertInfo::parse(&renewed.cert_der).ok_or("controller sent an unreadable certificate")?;
+    state.replace_certificate(&renewed.cert_der, &key_der).map_err(|e| e.to_string())?;
+    tracing::info!(serial = %info.serial_hex, not_after = %info.not_after, "certificate renewed");
+    Ok(Identity { cert_der: renewed.cert_der, key_der, ..identity.clone() })
+}
+
+/// Requests the controller opens towards this agent.
+async fn serve_requests(conn: quinn::Connection, sampler: Option<Arc<Mutex<MetricsSampler>>>) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let sampler = sampler.clone();
+        tokio::spawn(async move {
+            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| dispatch(req, sampler)).await;
+            let _ = send.finish();
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "controller request failed");
+            }
+        });
+    }
+}
+
+/// Answers one controller request. Unknown kinds are answered, never dropped.
+pub async fn dispatch(request: Request, sampler: Option<Arc<Mutex<MetricsSampler>>>) -> RpcResult {
+    match request.kind {
+        RequestKind::PING => RpcResult::Ok(vec![]),
+        RequestKind::METRICS_NOW => match sample(sampler).await {
+            Some(s) => codec::encode_body(&s)
+                .map(RpcResult::Ok)
+                .unwrap_or_else(|e| RpcResult::Err(RpcError::Failed(e.to_string()))),
+            None => RpcResult::Err(RpcError::Failed("metrics driver disabled".into())),
+        },
+        other => RpcResult::Err(RpcError::Unsupported(other.0)),
+    }
+}
+
+/// Settings of [`run`].
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub metrics_interval: Duration,
+    /// Replaces the controller addresses stored at enrollment.
+    pub controller_override: Option<String>,
+}
+
+/// Keeps the link up until `shutdown` flips. Needs an enrolled identity in `state`.
+pub async fn run(
+    state: StateStore,
+    settings: RunSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let sampler = Arc::new(Mutex::new(MetricsSampler::new()));
+    let ctx = ServeContext {
+        state: Some(state.clone()),
+        sampler: Some(sampler),
+        metrics_interval: settings.metrics_interval,
+    };
+    let mut backoff = Backoff::for_link();
+    let record = |s: LinkState, c: Option<&str>, d: Option<&str>| {
+        if let Err(e) = state.set_link_status(s, c, d) {
+            tracing::warn!(error = %e, "cannot record link status");
+        }
+    };
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Re-read every attempt: a renewal may have replaced the certificate.
+        let identity = match state.identity() {
+            Ok(Some(i)) => i,
+            Ok(None) => return Err(LinkError::Config("not enrolled".into())),
+            Err(e) => return Err(LinkError::Config(e.to_string())),
+        };
+        let addrs = match &settings.controller_override {
+            Some(a) => vec![a.clone()],
+            None => identity.controller.clone(),
+        };
+        let mut refused = false;
+        for addr in &addrs {
+            record(LinkState::Connecting, Some(addr), None);
+            let outcome = attempt(addr, &identity, &ctx, &mut backoff, &mut shutdown, &record).await;
+            match outcome {
+                Ok(end) => {
+                    tracing::warn!(controller = %addr, reason = %end, "link lost; reconnecting");
+                    refused = end.refused();
+                    record(
+                        if refused { LinkState::Refused } else { LinkState::Disconnected },
+                        None,
+                        Some(&end.to_string()),
+                    );
+                    break;
+                }
+                Err(e) => {
+                    refused |= e.refused();
+                    if e.refused() {
+                        tracing::error!(controller = %addr, error = %e, "controller refuses this node; re-enroll with a new token");
+                    } else {
+                        tracing::info!(controller = %addr, error = %e, "controller unreachable");
+                    }
+                    record(
+                        if e.refused() { LinkState::Refused } else { LinkState::Disconnected },
+                        None,
+                        Some(&e.to_string()),
+                    );
+                }
+            }
+        }
+        let delay = if refused { Duration::from_secs(30) } else { backoff.next_delay(rand::random::<f64>()) };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    record(LinkState::Stopped, None, Some("agent stopped"));
+    Ok(())
+}
+
+/// One connection attempt. `Ok(reason)` if a session was welcomed (and later ended).
+async fn attempt(
+    addr: &str,
+    identity: &Identity,
+    ctx: &ServeContext,
+    backoff: &mut Backoff,
+    shutdown: &mut watch::Receiver<bool>,
+    record: &impl Fn(LinkState, Option<&str>, Option<&str>),
+) -> Result<LinkError, LinkError> {
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| LinkError::Resolve(addr.into(), e.to_string()))?
+        .next()
+        .ok_or_else(|| LinkError::Resolve(addr.into(), "no address".into()))?;
+    let endpoint = tls::client_endpoint(target).map_err(|e| LinkError::Connect(target, e.to_string()))?;
+    let facts = crate::facts::gather();
+    let established = connect(&endpoint, identity, target, facts).await?;
+    backoff.reset();
+    tracing::info!(controller = %addr, node = %established.welcome.node_name, "connected to controller");
+    record(LinkState::Connected, Some(addr), None);
+    let end = established.serve(ctx, shutdown).await;
+    endpoint.close(0u32.into(), b"");
+    Ok(end)
+}

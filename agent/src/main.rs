@@ -1,0 +1,195 @@
+//! `flotilla-agent`: the per-host agent binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flotilla_agent::config::{AgentConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
+use flotilla_agent::identity::CertInfo;
+use flotilla_agent::link::{self, RunSettings};
+use flotilla_agent::state::StateStore;
+
+/// Flotilla host agent.
+///
+/// Keeps one mutual-TLS QUIC link to the Flotilla controller, reports host facts and metrics,
+/// and keeps everything on this host running while the controller is unreachable.
+///
+/// First enroll with the token the controller gave for this node, then run:
+///
+///   flotilla-agent enroll flt1_…
+///   flotilla-agent run
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-agent", version, verbatim_doc_comment)]
+struct Cli {
+    /// Directory for the agent's state (identity, key, local store).
+    #[arg(long, global = true, env = "FLOTILLA_AGENT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Configuration file (TOML). Missing is fine at the default path.
+    #[arg(long, global = true, env = "FLOTILLA_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: connect to the controller and serve until stopped (SIGINT/SIGTERM).
+    Run {
+        /// Metrics sampling interval, e.g. "5s" (overrides the config file).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        metrics_interval: Option<Duration>,
+        /// Controller address host:port (overrides the one stored at enrollment).
+        #[arg(long)]
+        controller: Option<String>,
+    },
+    /// Enroll this host with a join token from the controller (POST /api/v1/nodes).
+    ///
+    /// Generates the agent's key on this host, sends a certificate request and stores the signed
+    /// certificate. Exits non-zero with a one-line reason if the token is bad, used or expired.
+    Enroll {
+        /// The join token (flt1_…).
+        token: String,
+        /// Controller address host:port (overrides the one inside the token).
+        #[arg(long)]
+        controller: Option<String>,
+        /// Replace an existing identity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show enrollment and link status as recorded by the running agent.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let explicit = cli.config.is_some();
+    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = match AgentConfig::load(&config_path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flotilla-agent: config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flotilla-agent: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flotilla-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
+    let state = StateStore::open(&cli.data_dir)?;
+    match cli.command {
+        Command::Enroll { token, controller, force } => {
+            let controller = controller.or(config.controller.addr.clone());
+            let done = flotilla_agent::enroll::enroll(&state, &token, controller.as_deref(), force).await?;
+            println!(
+                "enrolled as node {} ({}) with controller {}; start the agent with: flotilla-agent run",
+                done.identity.node_id, done.identity.node_name, done.controller_addr
+            );
+            Ok(())
+        }
+        Command::Run { metrics_interval, controller } => {
+            if state.identity()?.is_none() {
+                anyhow::bail!("not enrolled: run `flotilla-agent enroll TOKEN` first");
+            }
+            let settings = RunSettings {
+                metrics_interval: metrics_interval.unwrap_or(config.metrics_interval),
+                controller_override: controller.or(config.controller.addr.clone()),
+            };
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let link = tokio::spawn(link::run(state, settings, rx));
+            wait_for_signal().await;
+            tracing::info!("stopping");
+            let _ = tx.send(true);
+            match tokio::time::timeout(Duration::from_secs(5), link).await {
+                Ok(Ok(result)) => result.map_err(Into::into),
+                _ => Ok(()),
+            }
+        }
+        Command::Status { json } => status(&state, json),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn status(state: &StateStore, json: bool) -> anyhow::Result<()> {
+    let Some(identity) = state.identity()? else {
+        if json {
+            println!("{}", serde_json::json!({ "enrolled": false }));
+        } else {
+            println!("not enrolled (run `flotilla-agent enroll TOKEN`)");
+        }
+        return Ok(());
+    };
+    let cert = CertInfo::parse(&identity.cert_der);
+    let link = state.link_status()?;
+    if json {
+        let v = serde_json::json!({
+            "enrolled": true,
+            "node_id": identity.node_id.0,
+            "node_name": identity.node_name,
+            "controller": identity.controller,
+            "certificate": cert.as_ref().map(|c| serde_json::json!({
+                "serial": c.serial_hex,
+                "not_before": c.not_before.unix_timestamp(),
+                "not_after": c.not_after.unix_timestamp(),
+                "renew_at": c.renew_at().unix_timestamp(),
+            })),
+            "link": link.as_ref().map(|l| serde_json::json!({
+                "state": l.state.as_str(),
+                "since": l.since.unix_timestamp(),
+                "controller": l.controller,
+                "detail": l.detail,
+                "updated_at": l.updated_at.unix_timestamp(),
+            })),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("node:        {} ({})", identity.node_id, identity.node_name);
+    println!("controller:  {}", identity.controller.join(", "));
+    if let Some(c) = cert {
+        println!("certificate: serial {} valid until {} (renews at {})", c.serial_hex, c.not_after, c.renew_at());
+    }
+    match link {
+        Some(l) => println!(
+            "link:        {} since {}{}",
+            l.state.as_str(),
+            l.since,
+            l.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+        ),
+        None => println!("link:        never started"),
+    }
+    Ok(())
+}
