@@ -1,0 +1,140 @@
+//! The Multi-Server Manager API (`api-docs/multi-server-manager.md`): HTTP Basic auth, errors as
+//! `{"detail": "…"}`.
+
+mod nodes;
+mod servers;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{timestamp, AppState};
+use crate::auth::{AuthError, Identity};
+use crate::fleet::FleetError;
+use crate::store::StoreError;
+
+/// Routes of this family.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/nodes", get(nodes::list).post(nodes::create))
+        .route("/api/v1/nodes/{node_id}", axum::routing::delete(nodes::delete).get(nodes::get_one))
+        .route("/api/v1/nodes/{node_id}/join-token", post(nodes::new_join_token))
+        .route("/api/v1/servers/status", get(servers::status_all))
+        .route("/api/v1/servers/availability", get(servers::availability))
+        .route("/api/v1/servers/{node_id}/status", get(servers::status_one))
+}
+
+/// Errors of this family, rendered as `{"detail": "…"}`.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized(String),
+    NotFound(String),
+    MethodNotAllowed,
+    Conflict(String),
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail) = match self {
+            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, d),
+            ApiError::Unauthorized(d) => {
+                let body = Json(json!({ "detail": d }));
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"flotilla\", charset=\"UTF-8\"")],
+                    body,
+                )
+                    .into_response();
+            }
+            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, d),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".to_string()),
+            ApiError::Conflict(d) => (StatusCode::CONFLICT, d),
+            ApiError::Internal(d) => {
+                tracing::error!(error = %d, "internal error serving the multi-server API");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string())
+            }
+        };
+        (status, Json(json!({ "detail": detail }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Fallback for unknown paths (JSON, like every other error of the API).
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("Not Found".into())
+}
+
+/// An authenticated caller (HTTP Basic).
+pub struct BasicUser(#[allow(dead_code)] pub Identity);
+
+impl FromRequestParts<AppState> for BasicUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match state.auth.basic(header).await {
+            Ok(identity) => Ok(BasicUser(identity)),
+            Err(AuthError::Missing) => Err(ApiError::Unauthorized("Not authenticated".into())),
+            Err(AuthError::Malformed) => Err(ApiError::Unauthorized("Invalid authentication header".into())),
+            Err(AuthError::Invalid) => Err(ApiError::Unauthorized("Invalid credentials".into())),
+            Err(AuthError::Store(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// JSON body accepted whatever the Content-Type (scripts often omit it); any parse failure is a
+/// 400 with the parser's explanation.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read request body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest("request body must be a JSON object".into()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Parses a `{node_id}` path segment.
+fn parse_node_id(raw: &str) -> Result<flotilla_protocol::NodeId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(flotilla_protocol::NodeId)
+        .ok_or_else(|| ApiError::BadRequest(format!("node_id must be a positive integer, got {raw:?}")))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "healthy", "timestamp": timestamp(time::OffsetDateTime::now_utc()) }))
+}

@@ -1,0 +1,190 @@
+//! Identity: built-in users with argon2id hashes (and, with the `pam` feature, the host's PAM
+//! stack), checked from HTTP Basic credentials.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Role, Store, StoreError};
+
+/// How long a verified credential is remembered. Argon2 costs tens of milliseconds on purpose;
+/// scripts that fire many calls should not pay it on each one.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub username: String,
+    pub role: Role,
+}
+
+/// Authentication failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credentials")]
+    Missing,
+    #[error("malformed Authorization header")]
+    Malformed,
+    #[error("invalid credentials")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> Result<String, StoreError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Hash(e.to_string()))
+}
+
+fn verify_hash(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Checks credentials against the store (and PAM when built with it).
+pub struct Authenticator {
+    store: Store,
+    cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    #[cfg_attr(not(feature = "pam"), allow(dead_code))]
+    pam_service: Option<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("pam_service", &self.pam_service).finish()
+    }
+}
+
+impl Authenticator {
+    /// `pam_service`: PAM service name to try after built-in users (ignored without the `pam` feature).
+    pub fn new(store: Store, pam_service: Option<String>) -> Self {
+        Authenticator { store, cache: Mutex::new(HashMap::new()), pam_service }
+    }
+
+    /// Verifies an `Authorization: Basic …` header value.
+    pub async fn basic(&self, header: Option<&str>) -> Result<Identity, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let (scheme, encoded) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(AuthError::Missing);
+        }
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| AuthError::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+        let (user, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
+        self.verify(user, password).await
+    }
+
+    /// Verifies a username and password.
+    pub async fn verify(&self, username: &str, password: &str) -> Result<Identity, AuthError> {
+        let key: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(username.as_bytes());
+            h.update([0]);
+            h.update(password.as_bytes());
+            h.finalize().into()
+        };
+        if let Some((identity, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(identity.clone());
+            }
+        }
+        let store = self.store.clone();
+        let (user, pass) = (username.to_string(), password.to_string());
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<Identity>, StoreError> {
+            Ok(store
+                .user(&user)?
+                .filter(|u| verify_hash(&pass, &u.password_hash))
+                .map(|u| Identity { username: u.username, role: u.role }))
+        })
+        .await
+        .map_err(|_| AuthError::Invalid)??;
+        let identity = match found {
+            Some(identity) => identity,
+            None => self.verify_pam(username, password).await?,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        cache.insert(key, (identity.clone(), Instant::now()));
+        Ok(identity)
+    }
+
+    /// Forgets cached credentials (after a password change).
+    pub fn clear_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    #[cfg(not(feature = "pam"))]
+    async fn verify_pam(&self, _username: &str, _password: &str) -> Result<Identity, AuthError> {
+        Err(AuthError::Invalid)
+    }
+
+    #[cfg(feature = "pam")]
+    async fn verify_pam(&self, username: &str, password: &str) -> Result<Identity, AuthError> {
+        let Some(service) = self.pam_service.clone() else {
+            return Err(AuthError::Invalid);
+        };
+        let (user, pass) = (username.to_string(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || pam::authenticate(&service, &user, &pass)).await.unwrap_or(false);
+        if ok {
+            // PAM users are the host's administrators, as with the original manager.
+            Ok(Identity { username: username.to_string(), role: Role::Admin })
+        } else {
+            Err(AuthError::Invalid)
+        }
+    }
+}
+
+#[cfg(feature = "pam")]
+mod pam {
+    use pam_client::conv_mock::Conversation;
+    use pam_client::{Context, Flag};
+
+    /// Runs the PAM auth and account stacks of `service` for the user.
+    pub fn authenticate(service: &str, user: &str, password: &str) -> bool {
+        let Ok(mut ctx) = Context::new(service, Some(user), Conversation::with_credentials(user, password)) else {
+            return false;
+        };
+        ctx.authenticate(Flag::NONE).is_ok() && ctx.acct_mgmt(Flag::NONE).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+
+    fn header(user: &str, pass: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
+    }
+
+    #[tokio::test]
+    async fn basic_auth_accepts_only_the_right_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_user("admin", &hash_password("pw:with:colons").unwrap(), Role::Admin).unwrap();
+        let auth = Authenticator::new(store.clone(), None);
+        let id = auth.basic(Some(&header("admin", "pw:with:colons"))).await.unwrap();
+        assert_eq!(id, Identity { username: "admin".into(), role: Role::Admin });
+        // Cached path gives the same answer.
+        assert!(auth.basic(Some(&header("admin", "pw:with:colons"))).await.is_ok());
+        assert!(matches!(auth.basic(Some(&header("admin", "nope"))).await, Err(AuthError::Invalid)));
+        assert!(matches!(auth.basic(Some(&header("ghost", "x"))).await, Err(AuthError::Invalid)));
+        assert!(matches!(auth.basic(None).await, Err(AuthError::Missing)));
+        assert!(matches!(auth.basic(Some("Basic !!!")).await, Err(AuthError::Malformed)));
+        assert!(matches!(auth.basic(Some("Bearer abc")).await, Err(AuthError::Missing)));
+        // A changed password takes effect once the cache is cleared.
+        store.set_password_hash("admin", &hash_password("new").unwrap()).unwrap();
+        auth.clear_cache();
+        assert!(auth.basic(Some(&header("admin", "pw:with:colons"))).await.is_err());
+        assert!(auth.basic(Some(&header("admin", "new"))).await.is_ok());
+    }
+}

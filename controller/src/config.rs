@@ -1,0 +1,80 @@
+//! `controller.toml`: optional settings; CLI flags override them, and every key has a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default config file.
+pub const DEFAULT_CONFIG: &str = "/etc/flotilla/controller.toml";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla-controller";
+
+/// Keys of `controller.toml`, all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub http: Option<SocketAddr>,
+    pub quic: Option<SocketAddr>,
+    pub public_addr: Option<Vec<String>>,
+    #[serde(default, with = "opt_duration")]
+    pub join_token_ttl: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub agent_cert_lifetime: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub heartbeat_interval: Option<Duration>,
+    pub log: Option<String>,
+    pub pam_service: Option<String>,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, String),
+}
+
+impl FileConfig {
+    /// Loads `path`; a missing file is fine unless it was named explicitly.
+    pub fn load(path: &Path, explicit: bool) -> Result<FileConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(FileConfig::default()),
+            Err(e) => Err(ConfigError::Read(path.display().to_string(), e)),
+        }
+    }
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_keys_and_rejects_unknown() {
+        let c: FileConfig = toml::from_str(
+            "http = \"127.0.0.1:9000\"\npublic_addr = [\"vpn.example.com:4433\"]\njoin_token_ttl = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.unwrap().port(), 9000);
+        assert_eq!(c.join_token_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(c.public_addr.unwrap(), vec!["vpn.example.com:4433".to_string()]);
+        assert!(toml::from_str::<FileConfig>("htp = \"x\"").is_err());
+        assert!(FileConfig::load(Path::new("/nonexistent.toml"), false).is_ok());
+        assert!(FileConfig::load(Path::new("/nonexistent.toml"), true).is_err());
+    }
+}

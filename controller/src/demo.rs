@@ -1,0 +1,80 @@
+//! `flotilla-controller demo`: a controller on an embedded store plus a local agent running
+//! in-process, enrolled automatically. Re-running reuses the data dir (same CA, admin, node).
+
+use std::future::Future;
+use std::time::Duration;
+
+use flotilla_agent::link::{self, RunSettings};
+use flotilla_agent::state::StateStore;
+
+use crate::server::{self, AdminBootstrap, Settings, INITIAL_PASSWORD_FILE};
+use crate::store::NewNode;
+
+/// Name of the node the demo's local agent is enrolled as.
+pub const DEMO_NODE: &str = "local";
+
+/// Runs the demo until `stop` completes.
+pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let data_dir = settings.data_dir.clone();
+    let given_password = settings.admin.as_ref().map(|(_, p)| p.clone());
+    let running = server::start(settings).await?;
+
+    let (user, password) = match &running.admin {
+        AdminBootstrap::Generated { username, password } => (username.clone(), Some(password.clone())),
+        AdminBootstrap::Given { username } => (username.clone(), given_password),
+        AdminBootstrap::Existing => match std::fs::read_to_string(data_dir.join(INITIAL_PASSWORD_FILE)) {
+            Ok(line) => match line.trim().split_once(':') {
+                Some((u, p)) => (u.to_string(), Some(p.to_string())),
+                None => ("admin".to_string(), None),
+            },
+            Err(_) => ("admin".to_string(), None),
+        },
+    };
+
+    // The local agent keeps its own state under the demo dir, as it would on a real host.
+    let agent_state = StateStore::open(&data_dir.join("agent"))?;
+    if agent_state.identity()?.is_none() {
+        let store = running.store.clone();
+        let node = match store.nodes()?.into_iter().find(|n| n.name == DEMO_NODE) {
+            Some(n) => n,
+            None => store.create_node(&NewNode {
+                name: DEMO_NODE.into(),
+                public_host: Some("127.0.0.1".into()),
+                ..Default::default()
+            })?,
+        };
+        let token = running.fleet.issue_join_token(node.id)?;
+        let enrolled = flotilla_agent::enroll::enroll(&agent_state, &token.token, None, false).await?;
+        println!("enrolled the local agent as node {} ({})", enrolled.identity.node_id, enrolled.identity.node_name);
+    }
+    let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(link::run(
+        agent_state,
+        RunSettings { metrics_interval: Duration::from_secs(5), controller_override: None },
+        stop_rx,
+    ));
+
+    let base = format!("http://{}", running.http_addr);
+    let pw = password.clone().unwrap_or_else(|| "<password printed on the first run>".into());
+    println!();
+    println!("Flotilla demo is running (data in {})", data_dir.display());
+    println!("  API:    {base}/api/v1/");
+    println!("  agents: quic://{}", running.quic_addr);
+    println!("  login:  {user} / {pw}");
+    if password.is_none() {
+        println!("          (pass --admin-user/--admin-password to set a new one)");
+    }
+    println!();
+    println!("Try:");
+    println!("  curl -u '{user}:{pw}' {base}/api/v1/servers/status");
+    println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/nodes -H 'Content-Type: application/json' -d '{{\"name\":\"nl-1\",\"url\":\"https://203.0.113.7:443/\"}}'");
+    println!();
+    println!("Press Ctrl-C to stop.");
+
+    stop.await;
+    println!("stopping…");
+    let _ = stop_agent.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    running.shutdown().await;
+    Ok(())
+}

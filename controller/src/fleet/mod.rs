@@ -1,0 +1,270 @@
+//! The fleet: the QUIC endpoint agents dial, one session per connected node, and the live state
+//! cache the HTTP APIs read.
+
+mod enroll;
+mod server;
+mod session;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_protocol::close::CloseCode;
+use flotilla_protocol::facts::HostFacts;
+use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::rpc::{Request, RequestKind};
+use flotilla_protocol::token::JoinToken;
+use flotilla_protocol::{NodeId, RequestId};
+use time::OffsetDateTime;
+
+use crate::pki::Pki;
+use crate::store::{Store, StoreError};
+use tls::CertRegistry;
+
+/// Settings of the fleet endpoint.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// UDP address the QUIC endpoint binds.
+    pub quic: SocketAddr,
+    /// Addresses written into join tokens (`host:port`), tried by agents in order.
+    pub public_addrs: Vec<String>,
+    pub join_token_ttl: Duration,
+    pub agent_cert_lifetime: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+/// What the controller currently knows of a node's agent (in memory; see the store for what
+/// survives restarts).
+#[derive(Debug, Clone, Default)]
+pub struct NodeLive {
+    pub connected: bool,
+    pub connected_since: Option<OffsetDateTime>,
+    pub last_seen: Option<OffsetDateTime>,
+    /// Round trip of the last answered application heartbeat.
+    pub rtt: Option<Duration>,
+    pub metrics: Option<MetricsSample>,
+    pub facts: Option<HostFacts>,
+    pub peer_addr: Option<SocketAddr>,
+    pub agent_version: Option<String>,
+}
+
+struct SessionSlot {
+    id: u64,
+    conn: quinn::Connection,
+}
+
+#[derive(Default)]
+struct NodeEntry {
+    live: NodeLive,
+    session: Option<SessionSlot>,
+}
+
+/// Fleet failures surfaced to callers.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("node {0} is not connected")]
+    NotConnected(NodeId),
+    #[error("call to node {node} failed: {error}")]
+    Call { node: NodeId, error: String },
+    #[error("call to node {0} timed out")]
+    Timeout(NodeId),
+    #[error("QUIC endpoint: {0}")]
+    Endpoint(String),
+}
+
+/// A join token just issued.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Issues a single-use join token for `node`: a fresh secret whose hash is stored with an expiry.
+/// Used by the API and by `flotilla-controller node add` (which runs without the endpoint).
+pub fn issue_join_token(
+    store: &Store,
+    ca_fingerprint: [u8; 32],
+    public_addrs: &[String],
+    ttl: Duration,
+    node: NodeId,
+) -> Result<IssuedToken, StoreError> {
+    let secret: [u8; 32] = rand::random();
+    let expires_at = OffsetDateTime::now_utc() + time::Duration::try_from(ttl).unwrap_or(time::Duration::hours(24));
+    store.create_join_token(node, &JoinToken::secret_hash(&secret), expires_at)?;
+    let token = JoinToken { controller: public_addrs.to_vec(), ca_fingerprint, secret };
+    Ok(IssuedToken { token: token.encode(), expires_at })
+}
+
+/// The agent registry plus the endpoint serving it.
+pub struct Fleet {
+    store: Store,
+    pki: Arc<Pki>,
+    certs: Arc<CertRegistry>,
+    config: FleetConfig,
+    nodes: Mutex<HashMap<NodeId, NodeEntry>>,
+    next_session: AtomicU64,
+    next_request: AtomicU64,
+    endpoint: quinn::Endpoint,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").field("quic", &self.config.quic).finish()
+    }
+}
+
+impl Fleet {
+    /// Binds the QUIC endpoint and starts accepting agents.
+    pub fn start(
+        store: Store,
+        pki: Arc<Pki>,
+        config: FleetConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Fleet>, FleetError> {
+        let certs = Arc::new(CertRegistry::new(store.valid_certs()?));
+        let endpoint = server::bind(&pki, certs.clone(), &config, data_dir)?;
+        let fleet = Arc::new(Fleet {
+            store,
+            pki,
+            certs,
+            config,
+            nodes: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            next_request: AtomicU64::new(1),
+            endpoint,
+        });
+        tokio::spawn(server::accept_loop(fleet.clone()));
+        Ok(fleet)
+    }
+
+    /// Address the QUIC endpoint is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Closes every link and the endpoint, waiting briefly for the close to reach agents.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(CloseCode::SHUTDOWN.0), b"controller shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, NodeEntry>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live state of one node (default: never connected since this controller started).
+    pub fn live(&self, node: NodeId) -> NodeLive {
+        self.lock().get(&node).map(|e| e.live.clone()).unwrap_or_default()
+    }
+
+    /// Number of nodes with a session right now.
+    pub fn connected_count(&self) -> usize {
+        self.lock().values().filter(|e| e.session.is_some()).count()
+    }
+
+    /// Issues a single-use join token for `node`.
+    pub fn issue_join_token(&self, node: NodeId) -> Result<IssuedToken, FleetError> {
+        Ok(issue_join_token(
+            &self.store,
+            self.pki.ca_fingerprint(),
+            &self.config.public_addrs,
+            self.config.join_token_ttl,
+            node,
+        )?)
+    }
+
+    /// Deletes a node: its certificates stop working at once and its session is closed.
+    pub fn remove_node(&self, node: NodeId) -> Result<bool, FleetError> {
+        let existed = self.store.delete_node(node)?;
+        self.certs.revoke_node(node);
+        if let Some(entry) = self.lock().remove(&node) {
+            if let Some(slot) = entry.session {
+                slot.conn.close(quinn::VarInt::from_u32(CloseCode::REVOKED.0), b"node deleted");
+            }
+        }
+        if existed {
+            tracing::info!(node_id = %node, "node deleted; its agent is disconnected and refused from now on");
+        }
+        Ok(existed)
+    }
+
+    /// Sends one request to a node's agent and waits for the answer.
+    pub async fn call(
+        &self,
+        node: NodeId,
+        kind: RequestKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, FleetError> {
+        let conn = self
+            .lock()
+            .get(&node)
+            .and_then(|e| e.session.as_ref().map(|s| s.conn.clone()))
+            .ok_or(FleetError::NotConnected(node))?;
+        let request = Request {
+            id: RequestId(self.next_request.fetch_add(1, Ordering::Relaxed)),
+            deadline_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+            kind,
+            body,
+        };
+        let call = async {
+            let (mut send, mut recv) =
+                conn.open_bi().await.map_err(|e| FleetError::Call { node, error: e.to_string() })?;
+            let out = flotilla_protocol::io::call(&mut send, &mut recv, request).await;
+            let _ = send.finish();
+            out.map_err(|e| FleetError::Call { node, error: e.to_string() })
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| FleetError::Timeout(node))?
+    }
+
+    /// Registers a new session of `node`, closing any older one. Returns the session id.
+    fn attach(&self, node: NodeId, conn: quinn::Connection, hello: &flotilla_protocol::messages::Hello) -> u64 {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let now = OffsetDateTime::now_utc();
+        let mut nodes = self.lock();
+        let entry = nodes.entry(node).or_default();
+        if let Some(old) = entry.session.take() {
+            tracing::info!(node_id = %node, "a newer session replaces the current one");
+            old.conn.close(quinn::VarInt::from_u32(CloseCode::REPLACED.0), b"replaced by a newer session");
+        }
+        entry.live = NodeLive {
+            connected: true,
+            connected_since: Some(now),
+            last_seen: Some(now),
+            rtt: None,
+            metrics: entry.live.metrics.take(),
+            facts: Some(hello.facts.clone()),
+            peer_addr: Some(conn.remote_address()),
+            agent_version: Some(hello.agent_version.clone()),
+        };
+        entry.session = Some(SessionSlot { id, conn });
+        id
+    }
+
+    /// Ends session `id` of `node` if it is still the current one.
+    fn detach(&self, node: NodeId, id: u64) -> Option<NodeLive> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(&node)?;
+        if entry.session.as_ref().map(|s| s.id) != Some(id) {
+            return None;
+        }
+        entry.session = None;
+        entry.live.connected = false;
+        Some(entry.live.clone())
+    }
+
+    /// Applies `f` to the live state of `node` while session `id` is current.
+    fn update_live(&self, node: NodeId, id: u64, f: impl FnOnce(&mut NodeLive)) {
+        let mut nodes = self.lock();
+        if let Some(entry) = nodes.get_mut(&node) {
+            if entry.session.as_ref().map(|s| s.id) == Some(id) {
+                f(&mut entry.live);
+            }
+        }
+    }
+}

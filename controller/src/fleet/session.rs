@@ -1,0 +1,278 @@
+//! One enrolled agent's link: identify it by its certificate, exchange Hello/Welcome, then run
+//! heartbeats, ingest events and answer the agent's requests until the link ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_protocol::close::CloseCode;
+use flotilla_protocol::codec;
+use flotilla_protocol::enroll::{RenewRequest, Renewed};
+use flotilla_protocol::io::{read_message, write_message};
+use flotilla_protocol::messages::{EventKind, Heartbeat, Hello, Message, Upgrade, Welcome};
+use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
+use flotilla_protocol::{NodeId, PROTOCOL_VERSION};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::tls::serial_of;
+use super::Fleet;
+
+/// Consecutive unanswered heartbeats after which the link is declared dead.
+const HEARTBEAT_MISSES: u64 = 3;
+/// How often live observations are written through to the store while connected; also how soon
+/// a node deleted behind the controller's back (`flotilla-controller node remove`) is dropped.
+const PERSIST_EVERY: Duration = Duration::from_secs(30);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn close(conn: &quinn::Connection, code: CloseCode, why: &str) {
+    conn.close(quinn::VarInt::from_u32(code.0), why.as_bytes());
+}
+
+/// Node and serial named by the connection's client certificate, if it is still valid.
+fn identify(fleet: &Fleet, conn: &quinn::Connection) -> Option<(NodeId, Vec<u8>)> {
+    let chain = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let serial = serial_of(chain.first()?)?;
+    let node = fleet.certs.node_of(&serial)?;
+    Some((node, serial))
+}
+
+pub(super) async fn run(fleet: Arc<Fleet>, conn: quinn::Connection) {
+    let remote = conn.remote_address();
+    let Some((node, serial)) = identify(&fleet, &conn) else {
+        tracing::info!(%remote, "link without a valid client certificate refused");
+        close(&conn, CloseCode::CERTIFICATE_REQUIRED, "client certificate required");
+        return;
+    };
+    let span = tracing::info_span!("session", node_id = %node, peer = %remote);
+    serve(fleet, conn, node, serial).instrument(span).await;
+}
+
+async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial: Vec<u8>) {
+    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        _ => {
+            close(&conn, CloseCode::PROTOCOL_ERROR, "no control stream");
+            return;
+        }
+    };
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut recv)).await {
+        Ok(Ok(Message::Hello(h))) => h,
+        Ok(Ok(other)) => {
+            tracing::warn!(message = other.name(), "expected Hello");
+            close(&conn, CloseCode::PROTOCOL_ERROR, "expected Hello");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "unreadable Hello");
+            close(&conn, CloseCode::PROTOCOL_ERROR, "unreadable Hello");
+            return;
+        }
+        Err(_) => {
+            close(&conn, CloseCode::PROTOCOL_ERROR, "no Hello");
+            return;
+        }
+    };
+    if hello.protocol.major != PROTOCOL_VERSION.major {
+        tracing::warn!(agent_protocol = %hello.protocol, "agent protocol incompatible; asking it to upgrade");
+        let upgrade = Upgrade {
+            min_version: flotilla_protocol::messages::ProtocolVersion { major: PROTOCOL_VERSION.major, minor: 0 },
+            max_version: PROTOCOL_VERSION,
+            message: format!(
+                "this controller speaks protocol {}.x; agent {} speaks {}",
+                PROTOCOL_VERSION.major, hello.agent_version, hello.protocol
+            ),
+        };
+        let _ = write_message(&mut send, Message::Upgrade(upgrade)).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        close(&conn, CloseCode::UPGRADE_REQUIRED, "upgrade required");
+        return;
+    }
+    if hello.node_id != node {
+        tracing::warn!(claimed = %hello.node_id, "Hello names another node than the certificate");
+        close(&conn, CloseCode::PROTOCOL_ERROR, "node id does not match certificate");
+        return;
+    }
+    let store = fleet.store.clone();
+    let record = {
+        let serial = serial.clone();
+        let facts = hello.facts.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+            let Some(record) = store.node(node)? else { return Ok(None) };
+            let stale = store.supersede_older_certs(node, &serial)?;
+            store.record_node_connected(node, &facts)?;
+            Ok(Some((record, stale)))
+        })
+        .await
+    };
+    let (record, stale) = match record {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => {
+            close(&conn, CloseCode::REVOKED, "node deleted");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store failure while accepting a session");
+            close(&conn, CloseCode::SHUTDOWN, "controller store failure");
+            return;
+        }
+        Err(_) => return,
+    };
+    fleet.certs.revoke(&stale);
+    let session = fleet.attach(node, conn.clone(), &hello);
+    let welcome = Welcome {
+        protocol: PROTOCOL_VERSION,
+        controller_version: env!("CARGO_PKG_VERSION").to_string(),
+        node_id: node,
+        node_name: record.name.clone(),
+        heartbeat_interval_ms: fleet.config.heartbeat_interval.as_millis() as u32,
+        desired_revision: record.revision,
+        server_time_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64,
+    };
+    if write_message(&mut send, Message::Welcome(welcome)).await.is_err() {
+        fleet.detach(node, session);
+        return;
+    }
+    tracing::info!(agent = %hello.agent_version, host = %hello.facts.hostname, "agent connected");
+
+    // The control stream is read by its own task: frame reads are not cancel-safe in a select.
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            match read_message(&mut recv).await {
+                Ok(m) => {
+                    if tx.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "control stream ended");
+                    break;
+                }
+            }
+        }
+    });
+    let requests = tokio::spawn(serve_agent_requests(fleet.clone(), conn.clone(), node));
+
+    let epoch = Instant::now();
+    let mut heartbeat = tokio::time::interval(fleet.config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut persist = tokio::time::interval_at(tokio::time::Instant::now() + PERSIST_EVERY, PERSIST_EVERY);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let mut last_metrics: Option<MetricsSample> = None;
+    let reason = loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                if sent - acked >= HEARTBEAT_MISSES {
+                    close(&conn, CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    break "heartbeat timeout".to_string();
+                }
+                sent += 1;
+                let hb = Heartbeat { seq: sent, sent_at_us: epoch.elapsed().as_micros() as u64 };
+                if let Err(e) = write_message(&mut send, Message::Heartbeat(hb)).await {
+                    break format!("control stream write failed: {e}");
+                }
+            }
+            msg = rx.recv() => match msg {
+                Some(Message::HeartbeatAck(hb)) => {
+                    if hb.seq > sent {
+                        close(&conn, CloseCode::PROTOCOL_ERROR, "ack for a heartbeat never sent");
+                        break "bogus heartbeat ack".to_string();
+                    }
+                    acked = acked.max(hb.seq);
+                    let rtt = epoch.elapsed().saturating_sub(Duration::from_micros(hb.sent_at_us));
+                    fleet.update_live(node, session, |live| {
+                        live.rtt = Some(rtt);
+                        live.last_seen = Some(OffsetDateTime::now_utc());
+                    });
+                }
+                Some(Message::Event(event)) => match event.kind {
+                    EventKind::METRICS_SAMPLE => match codec::decode_from::<MetricsSample>(&event.body) {
+                        Ok(sample) => {
+                            last_metrics = Some(sample.clone());
+                            fleet.update_live(node, session, |live| {
+                                live.metrics = Some(sample);
+                                live.last_seen = Some(OffsetDateTime::now_utc());
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable metrics sample dropped"),
+                    },
+                    other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
+                },
+                Some(other) => {
+                    tracing::warn!(message = other.name(), "unexpected message on control stream");
+                    close(&conn, CloseCode::PROTOCOL_ERROR, "unexpected message on control stream");
+                    break format!("unexpected {}", other.name());
+                }
+                None => break "control stream closed".to_string(),
+            },
+            _ = persist.tick() => {
+                let store = fleet.store.clone();
+                let m = last_metrics.clone();
+                let exists = tokio::task::spawn_blocking(move || {
+                    store.record_node_seen(node, OffsetDateTime::now_utc(), m.as_ref())?;
+                    Ok::<_, crate::store::StoreError>(store.node(node)?.is_some())
+                })
+                .await;
+                if let Ok(Ok(false)) = exists {
+                    fleet.certs.revoke_node(node);
+                    close(&conn, CloseCode::REVOKED, "node deleted");
+                    break "node deleted".to_string();
+                }
+            }
+            e = conn.closed() => break e.to_string(),
+        }
+    };
+    reader.abort();
+    requests.abort();
+    if let Some(live) = fleet.detach(node, session) {
+        let store = fleet.store.clone();
+        let at = live.last_seen.unwrap_or_else(OffsetDateTime::now_utc);
+        let _ = tokio::task::spawn_blocking(move || store.record_node_seen(node, at, live.metrics.as_ref())).await;
+    }
+    tracing::info!(%reason, "agent disconnected");
+}
+
+/// Requests the agent opens towards the controller (certificate renewal, ping).
+async fn serve_agent_requests(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| handle(fleet, node, req)).await;
+            let _ = send.finish();
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "agent request failed");
+            }
+        });
+    }
+}
+
+async fn handle(fleet: Arc<Fleet>, node: NodeId, request: Request) -> RpcResult {
+    match request.kind {
+        RequestKind::PING => RpcResult::Ok(vec![]),
+        RequestKind::RENEW_CERTIFICATE => match renew(&fleet, node, &request.body).await {
+            Ok(body) => RpcResult::Ok(body),
+            Err(e) => RpcResult::Err(e),
+        },
+        other => RpcResult::Err(RpcError::Unsupported(other.0)),
+    }
+}
+
+async fn renew(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+    let req: RenewRequest = codec::decode_from(body).map_err(|e| RpcError::BadRequest(e.to_string()))?;
+    let issued = fleet
+        .pki
+        .sign_agent_csr(&req.csr_der, node, fleet.config.agent_cert_lifetime)
+        .map_err(|e| RpcError::BadRequest(e.to_string()))?;
+    let store = fleet.store.clone();
+    let (serial, not_after) = (issued.serial.clone(), issued.not_after);
+    tokio::task::spawn_blocking(move || store.record_cert(node, &serial, not_after))
+        .await
+        .map_err(|e| RpcError::Failed(e.to_string()))?
+        .map_err(|e| RpcError::Failed(e.to_string()))?;
+    fleet.certs.allow(issued.serial.clone(), node);
+    tracing::info!(not_after = %issued.not_after, "agent certificate renewed");
+    codec::encode_body(&Renewed { cert_der: issued.der }).map_err(|e| RpcError::Failed(e.to_string()))
+}

@@ -1,0 +1,139 @@
+//! Starting and stopping a whole controller: store, PKI, admin bootstrap, fleet endpoint, HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::api::{self, AppState};
+use crate::auth::{self, Authenticator};
+use crate::fleet::{Fleet, FleetConfig, FleetError};
+use crate::pki::{Pki, PkiError};
+use crate::private_file;
+use crate::store::{Role, Store, StoreError};
+
+/// Name of the file holding a generated first admin password (mode 0600).
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// Everything needed to start a controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub fleet: FleetConfig,
+    /// First admin (`--admin-user/--admin-password`); if the user exists its password is reset.
+    pub admin: Option<(String, String)>,
+    pub pam_service: Option<String>,
+}
+
+/// Controller start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("cannot listen on HTTP {0}: {1}")]
+    Http(SocketAddr, std::io::Error),
+}
+
+/// How the first admin came to be.
+#[derive(Debug, Clone)]
+pub enum AdminBootstrap {
+    /// Created or reset from the given credentials.
+    Given { username: String },
+    /// Generated now; the password is shown once and saved in `initial-admin-password`.
+    Generated { username: String, password: String },
+    /// Users already existed; nothing changed.
+    Existing,
+}
+
+/// A running controller.
+pub struct Running {
+    pub store: Store,
+    pub fleet: Arc<Fleet>,
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    pub admin: AdminBootstrap,
+    http: tokio::task::JoinHandle<()>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("http", &self.http_addr).field("quic", &self.quic_addr).finish()
+    }
+}
+
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Ensures there is an administrator.
+pub fn bootstrap_admin(
+    store: &Store,
+    data_dir: &Path,
+    given: Option<(String, String)>,
+) -> Result<AdminBootstrap, StoreError> {
+    if let Some((username, password)) = given {
+        let hash = auth::hash_password(&password)?;
+        if !store.set_password_hash(&username, &hash)? {
+            store.create_user(&username, &hash, Role::Admin)?;
+        }
+        return Ok(AdminBootstrap::Given { username });
+    }
+    if store.user_count()? > 0 {
+        return Ok(AdminBootstrap::Existing);
+    }
+    let (username, password) = ("admin".to_string(), generate_password());
+    store.create_user(&username, &auth::hash_password(&password)?, Role::Admin)?;
+    let path = data_dir.join(INITIAL_PASSWORD_FILE);
+    if let Err(e) = private_file::write(&path, format!("{username}:{password}\n").as_bytes()) {
+        tracing::warn!(error = %e, "could not save the generated admin password");
+    }
+    Ok(AdminBootstrap::Generated { username, password })
+}
+
+/// Starts everything; returns once the HTTP and QUIC sockets are bound.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    private_file::ensure_private_dir(&settings.data_dir)
+        .map_err(|e| StartError::DataDir(settings.data_dir.display().to_string(), e))?;
+    let store = Store::open(&settings.data_dir)?;
+    let admin = bootstrap_admin(&store, &settings.data_dir, settings.admin.clone())?;
+    let pki = Arc::new(Pki::load_or_create(&settings.data_dir)?);
+    let ca_fingerprint = pki.ca_fingerprint();
+    let fleet = Fleet::start(store.clone(), pki, settings.fleet.clone(), &settings.data_dir)?;
+    let quic_addr = fleet.local_addr().map_err(|e| FleetError::Endpoint(e.to_string()))?;
+    let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
+    let app = api::app(AppState { store: store.clone(), fleet: fleet.clone(), auth });
+    let listener =
+        tokio::net::TcpListener::bind(settings.http).await.map_err(|e| StartError::Http(settings.http, e))?;
+    let http_addr = listener.local_addr().map_err(|e| StartError::Http(settings.http, e))?;
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(http = %http_addr, quic = %quic_addr, ca = %hex::encode(ca_fingerprint), "controller started");
+    Ok(Running { store, fleet, http_addr, quic_addr, admin, http, stop_http })
+}
+
+impl Running {
+    /// Stops HTTP and closes every agent link.
+    pub async fn shutdown(self) {
+        let _ = self.stop_http.send(());
+        self.fleet.shutdown().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http).await;
+    }
+}

@@ -1,0 +1,478 @@
+//! The controller's embedded store: SQLite (WAL, foreign keys, busy timeout) with `user_version`
+//! migrations. All SQL lives under this module; the rest of the controller sees typed methods.
+
+mod migrations;
+mod secrets;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flotilla_protocol::facts::HostFacts;
+use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::NodeId;
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+pub use secrets::SecretBox;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database was written by a newer Flotilla (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("secret key: {0}")]
+    SecretKey(String),
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+/// Roles of built-in users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Role, StoreError> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(StoreError::Corrupt(format!("unknown role {other}"))),
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::parse(s).map_err(|_| format!("unknown role {s:?} (admin, operator, viewer)"))
+    }
+}
+
+/// A user as stored (hash included; never serialised to clients).
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// What creating a node needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewNode {
+    pub name: String,
+    /// The documented `url` of an existing panel, kept verbatim.
+    pub url: Option<String>,
+    /// Host part of `url`: the node's public address for share links.
+    pub public_host: Option<String>,
+    pub panel_port: Option<String>,
+    pub base_path: String,
+    pub panel_user: Option<String>,
+    /// Stored encrypted.
+    pub panel_password: Option<String>,
+}
+
+/// A node as stored.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub name: String,
+    pub url: Option<String>,
+    pub public_host: Option<String>,
+    pub panel_port: Option<String>,
+    pub base_path: String,
+    pub panel_user: Option<String>,
+    pub has_panel_password: bool,
+    pub revision: u64,
+    pub created_at: OffsetDateTime,
+    pub enrolled_at: Option<OffsetDateTime>,
+    pub last_seen_at: Option<OffsetDateTime>,
+    pub facts: Option<HostFacts>,
+    pub last_metrics: Option<MetricsSample>,
+}
+
+/// Why a join token cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Unknown,
+    Used,
+    Expired,
+}
+
+/// State of an agent certificate serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStatus {
+    /// Current (or newly issued and not yet used) certificate of the node.
+    Valid(NodeId),
+    /// Replaced by a newer certificate that the node has already used.
+    Superseded(NodeId),
+    /// Never issued here, or its node was deleted.
+    Unknown,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    secrets: Arc<SecretBox>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn unix(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn from_unix(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl Store {
+    /// Opens (creating and migrating) `controller.db` in `data_dir`, with its `secret.key`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(data_dir.join("controller.db"))?;
+        let secrets = SecretBox::load_or_create(&data_dir.join("secret.key"))?;
+        Self::from_connection(conn, secrets)
+    }
+
+    fn from_connection(mut conn: Connection, secrets: SecretBox) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn)?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), secrets: Arc::new(secrets) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back), so a
+        // poisoned mutex is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    // ---- users -------------------------------------------------------------------------------
+
+    /// Number of built-in users.
+    pub fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Adds a user with an already computed argon2id PHC hash.
+    pub fn create_user(&self, username: &str, password_hash: &str, role: Role) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        let res = conn.execute(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![username, password_hash, role.as_str(), unix(OffsetDateTime::now_utc())],
+        );
+        match res {
+            Ok(_) => Ok(conn.last_insert_rowid()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::Conflict(format!("user {username:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces a user's password hash. Returns false if there is no such user.
+    pub fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", params![username, password_hash])?
+            > 0)
+    }
+
+    /// Looks a user up by name.
+    pub fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT id, username, password_hash, role FROM users WHERE username = ?1",
+                params![username],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            )
+            .optional()?;
+        row.map(|(id, username, password_hash, role)| {
+            Ok(UserRecord { id, username, password_hash, role: Role::parse(&role)? })
+        })
+        .transpose()
+    }
+
+    // ---- nodes -------------------------------------------------------------------------------
+
+    /// Creates a node. Names are unique.
+    pub fn create_node(&self, new: &NewNode) -> Result<NodeRecord, StoreError> {
+        let sealed = new.panel_password.as_ref().map(|p| self.secrets.seal(p.as_bytes()));
+        let id = {
+            let conn = self.conn();
+            let res = conn.execute(
+                "INSERT INTO nodes (name, url, public_host, panel_port, base_path, panel_user, panel_password, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    new.name,
+                    new.url,
+                    new.public_host,
+                    new.panel_port,
+                    new.base_path,
+                    new.panel_user,
+                    sealed,
+                    unix(OffsetDateTime::now_utc())
+                ],
+            );
+            match res {
+                Ok(_) => conn.last_insert_rowid(),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    return Err(StoreError::Conflict(format!("a node named {:?}", new.name)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.node(NodeId(id))?.ok_or_else(|| StoreError::Corrupt("node vanished after insert".into()))
+    }
+
+    const NODE_COLUMNS: &'static str = "id, name, url, public_host, panel_port, base_path, panel_user, \
+        panel_password IS NOT NULL, revision, created_at, enrolled_at, last_seen_at, facts, last_metrics";
+
+    fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
+        let facts: Option<String> = r.get(12)?;
+        let metrics: Option<String> = r.get(13)?;
+        Ok(NodeRecord {
+            id: NodeId(r.get(0)?),
+            name: r.get(1)?,
+            url: r.get(2)?,
+            public_host: r.get(3)?,
+            panel_port: r.get(4)?,
+            base_path: r.get(5)?,
+            panel_user: r.get(6)?,
+            has_panel_password: r.get(7)?,
+            revision: r.get::<_, i64>(8)? as u64,
+            created_at: from_unix(r.get(9)?),
+            enrolled_at: r.get::<_, Option<i64>>(10)?.map(from_unix),
+            last_seen_at: r.get::<_, Option<i64>>(11)?.map(from_unix),
+            // Cached observations: an unreadable cache is dropped rather than failing the node.
+            facts: facts.and_then(|s| serde_json::from_str(&s).ok()),
+            last_metrics: metrics.and_then(|s| serde_json::from_str(&s).ok()),
+        })
+    }
+
+    /// One node.
+    pub fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {
+        let sql = format!("SELECT {} FROM nodes WHERE id = ?1", Self::NODE_COLUMNS);
+        Ok(self.conn().query_row(&sql, params![id.0], Self::node_from_row).optional()?)
+    }
+
+    /// All nodes, by id.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let sql = format!("SELECT {} FROM nodes ORDER BY id", Self::NODE_COLUMNS);
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], Self::node_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes a node with its tokens and certificates. Returns false if it did not exist.
+    pub fn delete_node(&self, id: NodeId) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM nodes WHERE id = ?1", params![id.0])? > 0)
+    }
+
+    /// Decrypted panel password of a node (for the later agentless mode).
+    pub fn panel_password(&self, id: NodeId) -> Result<Option<String>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn()
+            .query_row("SELECT panel_password FROM nodes WHERE id = ?1", params![id.0], |r| r.get(0))
+            .optional()?
+            .flatten();
+        sealed
+            .map(|s| {
+                let plain = self.secrets.open(&s)?;
+                String::from_utf8(plain).map_err(|_| StoreError::Corrupt("panel password is not UTF-8".into()))
+            })
+            .transpose()
+    }
+
+    /// Records that the node's agent connected now, with the facts it reported.
+    pub fn record_node_connected(&self, id: NodeId, facts: &HostFacts) -> Result<(), StoreError> {
+        let facts = serde_json::to_string(facts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn().execute(
+            "UPDATE nodes SET last_seen_at = ?2, facts = ?3 WHERE id = ?1",
+            params![id.0, unix(OffsetDateTime::now_utc()), facts],
+        )?;
+        Ok(())
+    }
+
+    /// Records when the node was last heard from and its last metrics sample.
+    pub fn record_node_seen(
+        &self,
+        id: NodeId,
+        at: OffsetDateTime,
+        metrics: Option<&MetricsSample>,
+    ) -> Result<(), StoreError> {
+        let metrics = metrics.map(serde_json::to_string).transpose().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn().execute(
+            "UPDATE nodes SET last_seen_at = ?2, last_metrics = COALESCE(?3, last_metrics) WHERE id = ?1",
+            params![id.0, unix(at), metrics],
+        )?;
+        Ok(())
+    }
+
+    // ---- join tokens -------------------------------------------------------------------------
+
+    /// Stores the hash of a new join token for `node`.
+    pub fn create_join_token(
+        &self,
+        node: NodeId,
+        secret_hash: &[u8; 32],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO join_tokens (secret_hash, node_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![&secret_hash[..], node.0, unix(OffsetDateTime::now_utc()), unix(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a token used, atomically, and returns its node; refuses unknown, used or expired tokens.
+    pub fn consume_join_token(
+        &self,
+        secret_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<Result<NodeId, TokenRefusal>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let row: Option<(i64, i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT node_id, expires_at, used_at FROM join_tokens WHERE secret_hash = ?1",
+                params![&secret_hash[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let outcome = match row {
+            None => Err(TokenRefusal::Unknown),
+            Some((_, _, Some(_))) => Err(TokenRefusal::Used),
+            Some((_, expires, None)) if expires <= unix(now) => Err(TokenRefusal::Expired),
+            Some((node, _, None)) => {
+                tx.execute(
+                    "UPDATE join_tokens SET used_at = ?2 WHERE secret_hash = ?1",
+                    params![&secret_hash[..], unix(now)],
+                )?;
+                tx.execute("UPDATE nodes SET enrolled_at = ?2 WHERE id = ?1", params![node, unix(now)])?;
+                Ok(NodeId(node))
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    // ---- agent certificates ------------------------------------------------------------------
+
+    /// Records a certificate issued to `node`.
+    pub fn record_cert(&self, node: NodeId, serial: &[u8], not_after: OffsetDateTime) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO node_certs (serial, node_id, issued_at, not_after) VALUES (?1, ?2, ?3, ?4)",
+            params![serial, node.0, unix(OffsetDateTime::now_utc()), unix(not_after)],
+        )?;
+        Ok(())
+    }
+
+    /// What the store knows of a serial.
+    pub fn cert_status(&self, serial: &[u8]) -> Result<CertStatus, StoreError> {
+        let row: Option<(i64, bool)> = self
+            .conn()
+            .query_row("SELECT node_id, superseded FROM node_certs WHERE serial = ?1", params![serial], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(match row {
+            None => CertStatus::Unknown,
+            Some((node, false)) => CertStatus::Valid(NodeId(node)),
+            Some((node, true)) => CertStatus::Superseded(NodeId(node)),
+        })
+    }
+
+    /// The node has connected with `serial`: every certificate issued to it before that one is
+    /// now stale and will be refused. Returns the serials superseded.
+    pub fn supersede_older_certs(&self, node: NodeId, serial: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let issued: Option<i64> = tx
+            .query_row(
+                "SELECT issued_at FROM node_certs WHERE serial = ?1 AND node_id = ?2",
+                params![serial, node.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(issued) = issued else {
+            return Ok(vec![]);
+        };
+        let stale = {
+            let mut stmt = tx.prepare(
+                "SELECT serial FROM node_certs WHERE node_id = ?1 AND serial != ?2 AND superseded = 0
+                 AND (issued_at < ?3 OR (issued_at = ?3 AND rowid < (SELECT rowid FROM node_certs WHERE serial = ?2)))",
+            )?;
+            let rows = stmt
+                .query_map(params![node.0, serial, issued], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        for s in &stale {
+            tx.execute("UPDATE node_certs SET superseded = 1 WHERE serial = ?1", params![s])?;
+        }
+        tx.commit()?;
+        Ok(stale)
+    }
+
+    /// Every serial that may still open a link, with its node.
+    pub fn valid_certs(&self) -> Result<Vec<(Vec<u8>, NodeId)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT serial, node_id FROM node_certs WHERE superseded = 0")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, NodeId(r.get(1)?))))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// Applies pending migrations in one transaction each.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = migrations::MIGRATIONS.len() as i64;
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > known {
+        return Err(StoreError::TooNew { found: current, known });
+    }
+    for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "store migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
