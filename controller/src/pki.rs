@@ -153,8 +153,11 @@ impl Pki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - BACKDATE;
-        let not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(30));
+        let lifetime = time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(30));
+        // Backdating widens the window the agent computes 70% of; keep it small relative to the
+        // lifetime so short-lived certificates are not due for renewal the moment they arrive.
+        params.not_before = now - BACKDATE.min(lifetime / 20);
+        let not_after = now + lifetime;
         params.not_after = not_after;
         let serial = random_serial();
         params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -205,5 +208,17 @@ mod tests {
         assert_eq!(cn, "flotilla-node-7");
         assert_eq!(cert.public_key().raw, key.subject_public_key_info().as_slice());
         assert!(pki.sign_agent_csr(b"not a csr", NodeId(7), Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn short_lived_certificates_are_not_due_for_renewal_on_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path()).unwrap();
+        let (_key, csr) = flotilla_agent::identity::new_key_and_csr("h").unwrap();
+        let issued = pki.sign_agent_csr(&csr, NodeId(1), Duration::from_secs(20)).unwrap();
+        let info = flotilla_agent::identity::CertInfo::parse(&issued.der).unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(!info.renewal_due(now), "renew_at {} is not after now {now}", info.renew_at());
+        assert!(info.renew_at() < now + time::Duration::seconds(15));
     }
 }

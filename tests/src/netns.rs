@@ -1,0 +1,126 @@
+//! Test hosts as network namespaces.
+//!
+//! Layout of one fleet (slot `S`, allocated by atomically creating the controller's namespace):
+//! - `fltS-c`: the controller's host. Bridge `fS-br` holds 10.(100+S).1.1/24 for agents; veth
+//!   `fS-h`/`fS-r` links it to the test process (root namespace) over 10.(100+S).0.0/24, so HTTP
+//!   calls target 10.(100+S).0.2, an address inside a namespace the test created.
+//! - `fltS-aI`: agent I's host, 10.(100+S).1.(10+I)/24 on veth `fSaI` bridged into `fltS-c`.
+//!
+//! Everything is deleted on drop; stale namespaces of crashed runs are removed by `.ci/run`.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+/// Highest slot; keeps 10.(100+S) inside 10.0.0.0/8.
+const MAX_SLOT: u8 = 150;
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Whether this process can create namespaces (root and `ip` present).
+pub fn available() -> bool {
+    // SAFETY-free check: euid via /proc, to keep the crate free of unsafe.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    root && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success())
+}
+
+/// The namespaces and links of one fleet.
+#[derive(Debug)]
+pub struct FleetNet {
+    pub slot: u8,
+    agents: Vec<String>,
+}
+
+impl FleetNet {
+    /// Allocates a slot and creates the controller's namespace and links.
+    pub fn create() -> Result<FleetNet, String> {
+        let start = (std::process::id() % MAX_SLOT as u32) as u8;
+        for i in 0..MAX_SLOT {
+            let slot = 1 + (start + i) % MAX_SLOT;
+            if ip(&["netns", "add", &format!("flt{slot}-c")]).is_ok() {
+                let net = FleetNet { slot, agents: vec![] };
+                net.setup_controller()?;
+                return Ok(net);
+            }
+        }
+        Err("no free network namespace slot".into())
+    }
+
+    fn octet(&self) -> u8 {
+        100 + self.slot
+    }
+
+    /// Namespace of the controller.
+    pub fn controller_ns(&self) -> String {
+        format!("flt{}-c", self.slot)
+    }
+
+    /// Address of the controller as seen from the test process.
+    pub fn controller_http_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet(), 0, 2)
+    }
+
+    /// Address of the controller as seen from agents.
+    pub fn controller_agent_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet(), 1, 1)
+    }
+
+    fn setup_controller(&self) -> Result<(), String> {
+        let (s, o, ns) = (self.slot, self.octet(), self.controller_ns());
+        let (host, root, br) = (format!("f{s}-h"), format!("f{s}-r"), format!("f{s}-br"));
+        ip(&["link", "add", &root, "type", "veth", "peer", "name", &host])?;
+        ip(&["link", "set", &host, "netns", &ns])?;
+        ip(&["addr", "add", &format!("10.{o}.0.1/24"), "dev", &root])?;
+        ip(&["link", "set", &root, "up"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("10.{o}.0.2/24"), "dev", &host])?;
+        ip(&["-n", &ns, "link", "set", &host, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("10.{o}.1.1/24"), "dev", &br])?;
+        ip(&["-n", &ns, "link", "set", &br, "up"])
+    }
+
+    /// Creates agent host `index` and returns its namespace name and address.
+    pub fn add_agent(&mut self, index: u8) -> Result<(String, Ipv4Addr), String> {
+        let (s, o) = (self.slot, self.octet());
+        let ns = format!("flt{s}-a{index}");
+        let (inner, outer) = (format!("f{s}a{index}"), format!("f{s}b{index}"));
+        ip(&["netns", "add", &ns])?;
+        self.agents.push(ns.clone());
+        let cns = self.controller_ns();
+        ip(&["link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer, "netns", &cns])?;
+        ip(&["-n", &cns, "link", "set", &outer, "master", &format!("f{s}-br")])?;
+        ip(&["-n", &cns, "link", "set", &outer, "up"])?;
+        let addr = Ipv4Addr::new(10, o, 1, 10 + index);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner])?;
+        ip(&["-n", &ns, "link", "set", &inner, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok((ns, addr))
+    }
+
+    /// Cuts or restores agent `ns`'s link (partition tests).
+    pub fn set_agent_link(&self, index: u8, up: bool) -> Result<(), String> {
+        let ns = format!("flt{}-a{index}", self.slot);
+        ip(&["-n", &ns, "link", "set", &format!("f{}a{index}", self.slot), if up { "up" } else { "down" }])
+    }
+}
+
+impl Drop for FleetNet {
+    fn drop(&mut self) {
+        for ns in self.agents.drain(..) {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+        let _ = ip(&["netns", "del", &self.controller_ns()]);
+        // The root end of the veth goes with its peer; delete explicitly in case it lingers.
+        let _ = ip(&["link", "del", &format!("f{}-r", self.slot)]);
+    }
+}
