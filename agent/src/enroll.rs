@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use flotilla_protocol::enroll::{EnrollRefusal, EnrollRequest};
+use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::io::{read_message, write_message};
 use flotilla_protocol::messages::Message;
 use flotilla_protocol::token::{JoinToken, TokenError};
@@ -65,11 +66,22 @@ pub async fn enroll(
     if let (Some(existing), false) = (state.identity()?, force) {
         return Err(EnrollError::AlreadyEnrolled(format!("{} ({})", existing.node_id, existing.node_name)));
     }
+    let enrollment = enroll_identity(&token, controller_override, facts::gather()).await?;
+    state.save_identity(&enrollment.identity)?;
+    Ok(enrollment)
+}
+
+/// The enrollment exchange alone: returns the identity without storing it (used by `enroll` and
+/// by simulators that hold many identities in memory).
+pub async fn enroll_identity(
+    token: &JoinToken,
+    controller_override: Option<&str>,
+    facts: HostFacts,
+) -> Result<Enrollment, EnrollError> {
     let addrs: Vec<String> = match controller_override {
         Some(a) => vec![a.to_string()],
         None => token.controller.clone(),
     };
-    let facts = facts::gather();
     let (key_der, csr_der) = new_key_and_csr(&facts.hostname)?;
     let request =
         EnrollRequest { secret: token.secret, csr_der, agent_version: env!("CARGO_PKG_VERSION").to_string(), facts };
@@ -89,7 +101,6 @@ pub async fn enroll(
                     cert_der: enrolled.cert_der,
                     key_der,
                 };
-                state.save_identity(&identity)?;
                 return Ok(Enrollment { identity, controller_addr: addr.clone() });
             }
             Ok(Ok(Message::EnrollRefused(r))) => {

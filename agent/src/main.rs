@@ -114,7 +114,16 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
         }
         Command::Run { metrics_interval, controller } => {
             if state.identity()?.is_none() {
-                anyhow::bail!("not enrolled: run `flotilla-agent enroll TOKEN` first");
+                // A service started before enrollment waits for it instead of crash-looping.
+                tracing::warn!("not enrolled yet: run `flotilla-agent enroll TOKEN`; waiting");
+                tokio::select! {
+                    _ = async {
+                        while !matches!(state.identity(), Ok(Some(_))) {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                    } => tracing::info!("enrolled; starting"),
+                    _ = wait_for_signal() => return Ok(()),
+                }
             }
             let settings = RunSettings {
                 metrics_interval: metrics_interval.unwrap_or(config.metrics_interval),

@@ -15,6 +15,8 @@ use crate::store::{Role, Store, StoreError};
 /// How long a verified credential is remembered. Argon2 costs tens of milliseconds on purpose;
 /// scripts that fire many calls should not pay it on each one.
 const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Concurrent argon2 verifications.
+const MAX_CONCURRENT_HASHES: usize = 2;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,9 @@ fn verify_hash(password: &str, phc: &str) -> bool {
 pub struct Authenticator {
     store: Store,
     cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    /// Argon2 verifications in flight. Each takes ~19 MiB and tens of milliseconds: unbounded, a
+    /// burst of requests (or a brute-force attempt) would balloon memory and starve other work.
+    hashing: tokio::sync::Semaphore,
     #[cfg_attr(not(feature = "pam"), allow(dead_code))]
     pam_service: Option<String>,
 }
@@ -66,7 +71,12 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// `pam_service`: PAM service name to try after built-in users (ignored without the `pam` feature).
     pub fn new(store: Store, pam_service: Option<String>) -> Self {
-        Authenticator { store, cache: Mutex::new(HashMap::new()), pam_service }
+        Authenticator {
+            store,
+            cache: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES),
+            pam_service,
+        }
     }
 
     /// Verifies an `Authorization: Basic …` header value.
@@ -92,10 +102,13 @@ impl Authenticator {
             h.update(password.as_bytes());
             h.finalize().into()
         };
-        if let Some((identity, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(identity.clone());
-            }
+        if let Some(identity) = self.cached(&key) {
+            return Ok(identity);
+        }
+        let _permit = self.hashing.acquire().await.map_err(|_| AuthError::Invalid)?;
+        // Whoever held the permit before may have verified the same credentials.
+        if let Some(identity) = self.cached(&key) {
+            return Ok(identity);
         }
         let store = self.store.clone();
         let (user, pass) = (username.to_string(), password.to_string());
@@ -115,6 +128,11 @@ impl Authenticator {
         cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
         cache.insert(key, (identity.clone(), Instant::now()));
         Ok(identity)
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(identity, _)| identity.clone())
     }
 
     /// Forgets cached credentials (after a password change).

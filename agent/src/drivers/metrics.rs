@@ -4,11 +4,10 @@
 //! A [`MetricsSampler`] is long-lived: CPU usage is a difference between two readings of
 //! `/proc/stat`, so the sampler keeps the previous reading between calls.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flotilla_protocol::metrics::MetricsSample;
-use sysinfo::{DiskRefreshKind, Disks, Networks, System};
+use sysinfo::{Networks, System};
 
 /// The filesystem whose usage a sample reports.
 const ROOT: &str = "/";
@@ -20,7 +19,6 @@ const LOOPBACK_IFACE: &str = "lo";
 /// Keeps the `sysinfo` state that successive samples need.
 pub struct MetricsSampler {
     system: System,
-    disks: Disks,
     networks: Networks,
 }
 
@@ -32,10 +30,8 @@ impl MetricsSampler {
     pub fn new() -> Self {
         let mut system = System::new();
         system.refresh_cpu_usage();
-        // Only capacity and available space are needed; I/O counters would cost extra /proc reads.
-        let disks = Disks::new_with_refreshed_list_specifics(storage_only());
         let networks = Networks::new_with_refreshed_list();
-        MetricsSampler { system, disks, networks }
+        MetricsSampler { system, networks }
     }
 
     /// Takes one sample now.
@@ -70,32 +66,16 @@ impl MetricsSampler {
         }
     }
 
-    /// `(used, total)` bytes of the filesystem holding `/`, or `(0, 0)` if none is known.
+    /// `(used, total)` bytes of the filesystem holding `/`, as `df` counts them: used is total
+    /// minus free (`f_bfree`), so blocks reserved for root are not reported as used. One statvfs
+    /// call on `/` only, so a stuck mount elsewhere cannot block sampling.
     fn root_disk_usage(&mut self) -> (u64, u64) {
-        let root = Path::new(ROOT);
-        let mut index = disk_for_path(self.disks.list().iter().map(|d| d.mount_point()), root);
-        if let Some(i) = index {
-            // Refresh only this disk: statvfs on every mount each interval is wasted work, and a
-            // stuck FUSE mount elsewhere must not be able to block sampling.
-            if !self.disks.list_mut()[i].refresh_specifics(storage_only()) {
-                index = None;
+        match rustix::fs::statvfs(ROOT) {
+            Ok(st) => {
+                let total = st.f_blocks.saturating_mul(st.f_frsize);
+                (st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize), total)
             }
-        }
-        if index.is_none() {
-            // Mounts changed since the list was made: list again.
-            self.disks.refresh_specifics(true, storage_only());
-            index = disk_for_path(self.disks.list().iter().map(|d| d.mount_point()), root);
-        }
-        match index {
-            Some(i) => {
-                let disk = &self.disks.list()[i];
-                let total = disk.total_space();
-                // sysinfo exposes only capacity and space available to unprivileged users
-                // (statvfs f_bavail), not free space (f_bfree), so blocks reserved for root count
-                // as used here; `df` shows them in neither its Used nor its Avail column.
-                (total.saturating_sub(disk.available_space()), total)
-            }
-            None => (0, 0),
+            Err(_) => (0, 0),
         }
     }
 }
@@ -104,27 +84,6 @@ impl Default for MetricsSampler {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn storage_only() -> DiskRefreshKind {
-    DiskRefreshKind::nothing().with_storage()
-}
-
-/// Index of the mount point that holds `path`: the longest mount point that is a
-/// (component-wise) prefix of it.
-fn disk_for_path<'a>(mount_points: impl Iterator<Item = &'a Path>, path: &Path) -> Option<usize> {
-    mount_points
-        .enumerate()
-        .filter(|(_, mount)| path.starts_with(mount))
-        // Deepest mount wins; on a tie (the same mount listed twice) the first listed does.
-        .fold(None, |best: Option<(usize, usize)>, (i, mount)| {
-            let depth = mount.components().count();
-            match best {
-                Some((_, best_depth)) if best_depth >= depth => best,
-                _ => Some((i, depth)),
-            }
-        })
-        .map(|(i, _)| i)
 }
 
 /// Sums `(interface, rx, tx)` totals over every interface except loopback.
@@ -170,29 +129,18 @@ mod tests {
     }
 
     #[test]
-    fn root_disk_is_the_filesystem_holding_root() {
-        // Cross-check against the kernel's statvfs("/") as `stat -f` reports it, so a wrong pick
-        // (another mount, or a sum of several) fails. Block size: sysinfo multiplies by f_bsize,
-        // `df` by f_frsize; they differ on some filesystems, so accept either.
+    fn root_disk_matches_statvfs_as_df_reports_it() {
+        // `stat -f` prints the kernel's statvfs("/"): fragment size, total and free blocks.
         let mut sampler = MetricsSampler::new();
         let s = sampler.sample();
-        let Some(fields) = std::process::Command::new("stat")
-            .args(["-f", "-c", "%s %S %b", "/"])
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|out| out.split_whitespace().filter_map(|f| f.parse::<u64>().ok()).collect::<Vec<_>>())
-        else {
-            return; // no coreutils `stat`: nothing to compare with
-        };
-        let [bsize, frsize, blocks] = fields[..] else {
-            panic!("unexpected `stat -f` output: {fields:?}");
-        };
-        assert!(
-            s.disk_total == bsize * blocks || s.disk_total == frsize * blocks,
-            "disk_total {} is neither {bsize}*{blocks} nor {frsize}*{blocks}",
-            s.disk_total
-        );
+        let out = std::process::Command::new("stat").args(["-f", "-c", "%S %b %f", "/"]).output().unwrap();
+        let f: Vec<u64> =
+            String::from_utf8(out.stdout).unwrap().split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (frsize, blocks, free) = (f[0], f[1], f[2]);
+        assert_eq!(s.disk_total, frsize * blocks);
+        // Free space moves while tests run; allow 64 MiB of drift.
+        let expected_used = (blocks - free) * frsize;
+        assert!(s.disk_used.abs_diff(expected_used) < 64 << 20, "used {} vs {expected_used}", s.disk_used);
     }
 
     #[test]
@@ -228,24 +176,6 @@ mod tests {
             (u64::MAX, 2),
             "saturates instead of wrapping"
         );
-    }
-
-    #[test]
-    fn disk_for_path_prefers_the_deepest_mount_holding_the_path() {
-        let mounts = ["/boot", "/", "/var", "/var/lib", "/var/li"].map(Path::new);
-        let find = |p: &str| disk_for_path(mounts.iter().copied(), Path::new(p));
-        assert_eq!(find("/"), Some(1));
-        assert_eq!(find("/etc"), Some(1));
-        assert_eq!(find("/var/log"), Some(2));
-        assert_eq!(find("/var/lib/flotilla"), Some(3), "component-wise, not string prefix");
-        assert_eq!(find("/boot"), Some(0));
-
-        let without_root = ["/boot", "/home"].map(Path::new);
-        assert_eq!(disk_for_path(without_root.iter().copied(), Path::new("/")), None);
-        assert_eq!(disk_for_path(std::iter::empty(), Path::new("/")), None);
-
-        let duplicated = ["/", "/"].map(Path::new);
-        assert_eq!(disk_for_path(duplicated.iter().copied(), Path::new("/")), Some(0));
     }
 
     #[test]

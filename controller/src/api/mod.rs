@@ -20,7 +20,11 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new().merge(multi_server::router()).fallback(multi_server::not_found).with_state(state)
+    Router::new()
+        .merge(multi_server::router())
+        .fallback(multi_server::not_found)
+        .method_not_allowed_fallback(multi_server::method_not_allowed)
+        .with_state(state)
 }
 
 /// Timestamp in the documents' format: ISO 8601 without offset (UTC), second precision.

@@ -88,6 +88,11 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".into())
 }
 
+/// Fallback for a known path with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// An authenticated caller (HTTP Basic).
 pub struct BasicUser(#[allow(dead_code)] pub Identity);
 
