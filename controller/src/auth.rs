@@ -205,4 +205,43 @@ mod tests {
         assert!(auth.basic(Some(&header("admin", "pw:with:colons"))).await.is_err());
         assert!(auth.basic(Some(&header("admin", "new"))).await.is_ok());
     }
+
+    /// Real PAM: a throwaway system user checked through a dedicated service using pam_unix.
+    /// Needs root (to create the user and read /etc/shadow); elsewhere it says so and returns.
+    #[cfg(feature = "pam")]
+    #[tokio::test]
+    async fn pam_users_authenticate_through_the_host_stack() {
+        use std::process::Command;
+        let root = std::fs::read_to_string("/proc/self/status")
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+        if !root {
+            eprintln!("pam test skipped: needs root to create a test user");
+            return;
+        }
+        let service = "flotilla-controller-test";
+        std::fs::write(format!("/etc/pam.d/{service}"), "auth required pam_unix.so\naccount required pam_unix.so\n")
+            .unwrap();
+        let user = "flotilla-pamtest";
+        if !Command::new("id").arg(user).output().unwrap().status.success() {
+            assert!(Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", user]).status().unwrap().success());
+        }
+        let mut chpasswd = Command::new("chpasswd").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        chpasswd.stdin.take().unwrap().write_all(format!("{user}:pam-Secret-42\n").as_bytes()).unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let auth = Authenticator::new(store, Some(service.into()));
+        let id = auth.basic(Some(&header(user, "pam-Secret-42"))).await.unwrap();
+        assert_eq!(id, Identity { username: user.into(), role: Role::Admin });
+        assert!(matches!(auth.basic(Some(&header(user, "wrong"))).await, Err(AuthError::Invalid)));
+        assert!(matches!(auth.basic(Some(&header("no-such-user-x", "pw"))).await, Err(AuthError::Invalid)));
+        // Without a service configured, PAM is not consulted.
+        let dir2 = tempfile::tempdir().unwrap();
+        let plain = Authenticator::new(Store::open(dir2.path()).unwrap(), None);
+        assert!(plain.basic(Some(&header(user, "pam-Secret-42"))).await.is_err());
+        let _ = Command::new("userdel").arg(user).status();
+        let _ = std::fs::remove_file(format!("/etc/pam.d/{service}"));
+    }
 }

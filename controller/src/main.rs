@@ -172,7 +172,11 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             heartbeat_interval: args.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5)),
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
-        pam_service: file.pam_service.clone(),
+        // With the `pam` feature, the packaged /etc/pam.d/flotilla-controller stack by default.
+        pam_service: file
+            .pam_service
+            .clone()
+            .or_else(|| cfg!(feature = "pam").then(|| "flotilla-controller".to_string())),
     }
 }
 
