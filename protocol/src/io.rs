@@ -34,6 +34,27 @@ pub async fn read_envelope<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Optio
     Ok(Some(codec::decode_body(&body)?))
 }
 
+/// Reads envelopes from a long-lived stream and forwards them, so that a `select!` loop can
+/// consume them without cancelling a half-read frame. A frame that does not decode is forwarded
+/// as `Err` (the peer broke the protocol) and ends the forwarding; so does the stream ending or
+/// failing underneath (the link is going away), which just closes the channel.
+pub async fn forward_messages<R: AsyncRead + Unpin>(
+    mut reader: R,
+    tx: tokio::sync::mpsc::Sender<Result<Message, CodecError>>,
+) {
+    loop {
+        let item = match read_envelope(&mut reader).await {
+            Ok(Some(envelope)) => Ok(envelope.message),
+            Ok(None) | Err(FrameIoError::Io(_)) => return,
+            Err(FrameIoError::Codec(e)) => Err(e),
+        };
+        let last = item.is_err();
+        if tx.send(item).await.is_err() || last {
+            return;
+        }
+    }
+}
+
 /// Reads one message; end of stream is an error here.
 pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Message, FrameIoError> {
     match read_envelope(reader).await? {

@@ -154,19 +154,13 @@ pub async fn connect(
 impl Established {
     /// Serves the session until it ends or `shutdown` flips; returns why it ended.
     pub async fn serve(self, ctx: &ServeContext, shutdown: &mut watch::Receiver<bool>) -> LinkError {
-        let Established { conn, welcome, mut send, mut recv, identity } = self;
+        let Established { conn, welcome, mut send, recv, identity } = self;
         let addr = conn.remote_address();
         let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100) as u64);
         let mut liveness = Liveness::new(Instant::now(), interval);
 
-        let (tx, mut rx) = mpsc::channel::<Message>(64);
-        let reader = tokio::spawn(async move {
-            while let Ok(m) = read_message(&mut recv).await {
-                if tx.send(m).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (tx, mut rx) = mpsc::channel(64);
+        let reader = tokio::spawn(flotilla_protocol::io::forward_messages(recv, tx));
         let requests = tokio::spawn(serve_requests(conn.clone(), ctx.sampler.clone()));
 
         let mut metrics = tokio::time::interval(ctx.metrics_interval.max(Duration::from_millis(100)));
@@ -184,16 +178,20 @@ impl Established {
                     }
                 }
                 msg = rx.recv() => match msg {
-                    Some(Message::Heartbeat(hb)) => {
+                    Some(Ok(Message::Heartbeat(hb))) => {
                         liveness.on_heartbeat(Instant::now());
                         if let Err(e) = write_message(&mut send, Message::HeartbeatAck(hb)).await {
                             break LinkError::Protocol(format!("control stream: {e}"));
                         }
                     }
-                    Some(Message::EventAck(_)) => {}
-                    Some(other) => {
+                    Some(Ok(Message::EventAck(_))) => {}
+                    Some(Ok(other)) => {
                         conn.close(quinn::VarInt::from_u32(CloseCode::PROTOCOL_ERROR.0), b"unexpected message");
                         break LinkError::Protocol(format!("unexpected {} on control stream", other.name()));
+                    }
+                    Some(Err(e)) => {
+                        conn.close(quinn::VarInt::from_u32(CloseCode::PROTOCOL_ERROR.0), b"malformed frame");
+                        break LinkError::Protocol(format!("malformed frame on control stream: {e}"));
                     }
                     None => break conn.close_reason().map(|r| classify(addr, &r))
                         .unwrap_or(LinkError::Protocol("control stream ended".into())),

@@ -138,22 +138,8 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
     tracing::info!(agent = %hello.agent_version, host = %hello.facts.hostname, "agent connected");
 
     // The control stream is read by its own task: frame reads are not cancel-safe in a select.
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            match read_message(&mut recv).await {
-                Ok(m) => {
-                    if tx.send(m).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "control stream ended");
-                    break;
-                }
-            }
-        }
-    });
+    let (tx, mut rx) = mpsc::channel(64);
+    let reader = tokio::spawn(flotilla_protocol::io::forward_messages(recv, tx));
     let requests = tokio::spawn(serve_agent_requests(fleet.clone(), conn.clone(), node));
 
     let epoch = Instant::now();
@@ -176,7 +162,7 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                 }
             }
             msg = rx.recv() => match msg {
-                Some(Message::HeartbeatAck(hb)) => {
+                Some(Ok(Message::HeartbeatAck(hb))) => {
                     if hb.seq > sent {
                         close(&conn, CloseCode::PROTOCOL_ERROR, "ack for a heartbeat never sent");
                         break "bogus heartbeat ack".to_string();
@@ -188,7 +174,7 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                         live.last_seen = Some(OffsetDateTime::now_utc());
                     });
                 }
-                Some(Message::Event(event)) => match event.kind {
+                Some(Ok(Message::Event(event))) => match event.kind {
                     EventKind::METRICS_SAMPLE => match codec::decode_from::<MetricsSample>(&event.body) {
                         Ok(sample) => {
                             last_metrics = Some(sample.clone());
@@ -201,12 +187,20 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                     },
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },
-                Some(other) => {
+                Some(Ok(other)) => {
                     tracing::warn!(message = other.name(), "unexpected message on control stream");
                     close(&conn, CloseCode::PROTOCOL_ERROR, "unexpected message on control stream");
                     break format!("unexpected {}", other.name());
                 }
-                None => break "control stream closed".to_string(),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "malformed frame on control stream");
+                    close(&conn, CloseCode::PROTOCOL_ERROR, "malformed frame on control stream");
+                    break format!("malformed frame: {e}");
+                }
+                None => {
+                    close(&conn, CloseCode::SHUTDOWN, "control stream ended");
+                    break "control stream ended".to_string();
+                }
             },
             _ = persist.tick() => {
                 let store = fleet.store.clone();

@@ -19,7 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
         public_host    TEXT,
         panel_port     TEXT,
         base_path      TEXT NOT NULL DEFAULT '',
-        panel_user     TEXT,
+        panel_user     BLOB,
         panel_password BLOB,
         revision       INTEGER NOT NULL DEFAULT 0,
         created_at     INTEGER NOT NULL,

@@ -85,6 +85,7 @@ pub struct NewNode {
     pub public_host: Option<String>,
     pub panel_port: Option<String>,
     pub base_path: String,
+    /// Stored encrypted, like the password.
     pub panel_user: Option<String>,
     /// Stored encrypted.
     pub panel_password: Option<String>,
@@ -99,7 +100,7 @@ pub struct NodeRecord {
     pub public_host: Option<String>,
     pub panel_port: Option<String>,
     pub base_path: String,
-    pub panel_user: Option<String>,
+    pub has_panel_user: bool,
     pub has_panel_password: bool,
     pub revision: u64,
     pub created_at: OffsetDateTime,
@@ -229,6 +230,7 @@ impl Store {
     /// Creates a node. Names are unique.
     pub fn create_node(&self, new: &NewNode) -> Result<NodeRecord, StoreError> {
         let sealed = new.panel_password.as_ref().map(|p| self.secrets.seal(p.as_bytes()));
+        let sealed_user = new.panel_user.as_ref().map(|u| self.secrets.seal(u.as_bytes()));
         let id = {
             let conn = self.conn();
             let res = conn.execute(
@@ -240,7 +242,7 @@ impl Store {
                     new.public_host,
                     new.panel_port,
                     new.base_path,
-                    new.panel_user,
+                    sealed_user,
                     sealed,
                     unix(OffsetDateTime::now_utc())
                 ],
@@ -256,7 +258,7 @@ impl Store {
         self.node(NodeId(id))?.ok_or_else(|| StoreError::Corrupt("node vanished after insert".into()))
     }
 
-    const NODE_COLUMNS: &'static str = "id, name, url, public_host, panel_port, base_path, panel_user, \
+    const NODE_COLUMNS: &'static str = "id, name, url, public_host, panel_port, base_path, panel_user IS NOT NULL, \
         panel_password IS NOT NULL, revision, created_at, enrolled_at, last_seen_at, facts, last_metrics";
 
     fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
@@ -269,7 +271,7 @@ impl Store {
             public_host: r.get(3)?,
             panel_port: r.get(4)?,
             base_path: r.get(5)?,
-            panel_user: r.get(6)?,
+            has_panel_user: r.get(6)?,
             has_panel_password: r.get(7)?,
             revision: r.get::<_, i64>(8)? as u64,
             created_at: from_unix(r.get(9)?),
@@ -301,19 +303,25 @@ impl Store {
         Ok(self.conn().execute("DELETE FROM nodes WHERE id = ?1", params![id.0])? > 0)
     }
 
-    /// Decrypted panel password of a node (for the later agentless mode).
-    pub fn panel_password(&self, id: NodeId) -> Result<Option<String>, StoreError> {
-        let sealed: Option<Vec<u8>> = self
+    /// Decrypted panel credentials `(user, password)` of a node (for the later agentless mode
+    /// that drives an existing panel). `None` if the node does not exist.
+    #[allow(clippy::type_complexity)]
+    pub fn panel_credentials(&self, id: NodeId) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = self
             .conn()
-            .query_row("SELECT panel_password FROM nodes WHERE id = ?1", params![id.0], |r| r.get(0))
-            .optional()?
-            .flatten();
-        sealed
-            .map(|s| {
-                let plain = self.secrets.open(&s)?;
-                String::from_utf8(plain).map_err(|_| StoreError::Corrupt("panel password is not UTF-8".into()))
+            .query_row("SELECT panel_user, panel_password FROM nodes WHERE id = ?1", params![id.0], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })
-            .transpose()
+            .optional()?;
+        let open = |sealed: Option<Vec<u8>>| -> Result<Option<String>, StoreError> {
+            sealed
+                .map(|s| {
+                    let plain = self.secrets.open(&s)?;
+                    String::from_utf8(plain).map_err(|_| StoreError::Corrupt("panel credential is not UTF-8".into()))
+                })
+                .transpose()
+        };
+        row.map(|(user, password)| Ok((open(user)?, open(password)?))).transpose()
     }
 
     /// Records that the node's agent connected now, with the facts it reported.

@@ -59,19 +59,24 @@ fn node_password_is_encrypted_at_rest() {
     let n = store
         .create_node(&NewNode {
             name: "nl-1".into(),
-            panel_user: Some("admin".into()),
+            panel_user: Some("panel-admin-name".into()),
             panel_password: Some("s3cret-pass".into()),
             ..Default::default()
         })
         .unwrap();
-    assert!(n.has_panel_password);
-    assert_eq!(store.panel_password(n.id).unwrap().as_deref(), Some("s3cret-pass"));
+    assert!(n.has_panel_password && n.has_panel_user);
+    assert_eq!(
+        store.panel_credentials(n.id).unwrap(),
+        Some((Some("panel-admin-name".to_string()), Some("s3cret-pass".to_string())))
+    );
+    assert_eq!(store.panel_credentials(NodeId(999)).unwrap(), None);
     drop(store);
     let raw = std::fs::read(dir.path().join("controller.db")).unwrap();
     let wal = std::fs::read(dir.path().join("controller.db-wal")).unwrap_or_default();
-    let needle = b"s3cret-pass";
-    assert!(!raw.windows(needle.len()).any(|w| w == needle));
-    assert!(!wal.windows(needle.len()).any(|w| w == needle));
+    for needle in [&b"s3cret-pass"[..], b"panel-admin-name"] {
+        assert!(!raw.windows(needle.len()).any(|w| w == needle));
+        assert!(!wal.windows(needle.len()).any(|w| w == needle));
+    }
 }
 
 #[test]

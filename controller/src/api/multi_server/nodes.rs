@@ -10,7 +10,8 @@ use crate::api::{timestamp, AppState};
 use crate::fleet::IssuedToken;
 use crate::store::{NewNode, NodeRecord};
 
-/// Shown instead of a stored panel password (the document returns it decrypted; we do not).
+/// Shown instead of stored panel credentials (the document returns them decrypted; they are kept
+/// encrypted and never listed).
 const MASK: &str = "********";
 
 /// `POST /api/v1/nodes` body: the documented panel fields, all optional but `name`.
@@ -67,7 +68,7 @@ fn node_json(state: &AppState, node: &NodeRecord) -> Value {
         "name": node.name,
         "ip": ip,
         "port": node.panel_port.clone().unwrap_or_default(),
-        "user": node.panel_user.clone().unwrap_or_default(),
+        "user": if node.has_panel_user { MASK } else { "" },
         "password": if node.has_panel_password { MASK } else { "" },
         "base_path": node.base_path,
         "enrolled": node.enrolled_at.is_some(),
