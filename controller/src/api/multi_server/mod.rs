@@ -131,13 +131,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// Parses a `{node_id}` path segment.
-fn parse_node_id(raw: &str) -> Result<flotilla_protocol::NodeId, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .map(flotilla_protocol::NodeId)
-        .ok_or_else(|| ApiError::BadRequest(format!("node_id must be a positive integer, got {raw:?}")))
+/// The `{node_id}` path segment: a positive integer, or a 400.
+pub struct NodeIdPath(pub flotilla_protocol::NodeId);
+
+impl FromRequestParts<AppState> for NodeIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(|id| NodeIdPath(flotilla_protocol::NodeId(id)))
+            .ok_or_else(|| ApiError::BadRequest(format!("node_id must be a positive integer, got {raw:?}")))
+    }
+}
+
+/// The stored node, or a 404.
+fn existing_node(state: &AppState, id: flotilla_protocol::NodeId) -> Result<crate::store::NodeRecord, ApiError> {
+    state.store.node(id)?.ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -1,11 +1,11 @@
 //! `/api/v1/nodes`: the node registry.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_node_id, ApiError, BasicUser, JsonBody};
+use super::{existing_node, ApiError, BasicUser, JsonBody, NodeIdPath};
 use crate::api::{timestamp, AppState};
 use crate::fleet::IssuedToken;
 use crate::store::{NewNode, NodeRecord};
@@ -93,10 +93,9 @@ pub async fn list(_: BasicUser, State(state): State<AppState>) -> Result<Json<Va
 pub async fn get_one(
     _: BasicUser,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_node_id(&raw)?;
-    let node = state.store.node(id)?.ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+    let node = existing_node(&state, id)?;
     Ok(Json(node_json(&state, &node)))
 }
 
@@ -131,10 +130,9 @@ pub async fn create(
 pub async fn new_join_token(
     _: BasicUser,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_node_id(&raw)?;
-    let node = state.store.node(id)?.ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+    let node = existing_node(&state, id)?;
     let issued = state.fleet.issue_join_token(node.id)?;
     Ok(Json(with_token(node_json(&state, &node), &issued)))
 }
@@ -142,9 +140,8 @@ pub async fn new_join_token(
 pub async fn delete(
     _: BasicUser,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_node_id(&raw)?;
     if !state.fleet.remove_node(id)? {
         return Err(ApiError::NotFound(format!("node {id} not found")));
     }

@@ -1,11 +1,11 @@
 //! `/api/v1/servers/…`: status and availability from the live agents.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{parse_node_id, ApiError, BasicUser};
+use super::{existing_node, ApiError, BasicUser, NodeIdPath};
 use crate::api::{timestamp, AppState};
 use crate::store::NodeRecord;
 
@@ -58,10 +58,9 @@ pub async fn status_all(_: BasicUser, State(state): State<AppState>) -> Result<J
 pub async fn status_one(
     _: BasicUser,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_node_id(&raw)?;
-    let node = state.store.node(id)?.ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+    let node = existing_node(&state, id)?;
     Ok(Json(status_json(&state, &node)))
 }
 
