@@ -25,7 +25,8 @@ struct Cli {
     /// Directory for the agent's state (identity, key, local store).
     #[arg(long, global = true, env = "FLOTILLA_AGENT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// Configuration file (TOML). Missing is fine at the default path.
+    /// Configuration file (TOML; keys as in packaging/agent/agent.toml). Missing is fine at the
+    /// default path [default: /etc/flotilla/agent.toml].
     #[arg(long, global = true, env = "FLOTILLA_AGENT_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -36,7 +37,7 @@ struct Cli {
 enum Command {
     /// Run the agent: connect to the controller and serve until stopped (SIGINT/SIGTERM).
     Run {
-        /// Metrics sampling interval, e.g. "5s" (overrides the config file).
+        /// Metrics sampling interval, e.g. "5s" (overrides the config file) [default: 5s].
         #[arg(long, value_parser = humantime::parse_duration)]
         metrics_interval: Option<Duration>,
         /// Controller address host:port (overrides the one stored at enrollment).

@@ -23,10 +23,12 @@ use flotilla_controller::{auth, demo, pki::Pki, private_file};
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-controller", version, verbatim_doc_comment)]
 struct Cli {
-    /// Directory for the store, CA and keys. `demo` defaults to ./flotilla-demo instead.
+    /// Directory for the store, CA and keys [default: /var/lib/flotilla-controller; demo:
+    /// ./flotilla-demo].
     #[arg(long, global = true, env = "FLOTILLA_CONTROLLER_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Configuration file (TOML). Missing is fine at the default path.
+    /// Configuration file (TOML; keys as in packaging/controller/controller.toml). Flags override
+    /// it. Missing is fine at the default path [default: /etc/flotilla/controller.toml].
     #[arg(long, global = true, env = "FLOTILLA_CONTROLLER_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -46,13 +48,14 @@ struct ServeArgs {
     /// address is unspecified (0.0.0.0).
     #[arg(long = "public-addr")]
     public_addr: Vec<String>,
-    /// Lifetime of join tokens, e.g. "24h".
+    /// Lifetime of join tokens, e.g. "24h" [default: 24h].
     #[arg(long, value_parser = humantime::parse_duration)]
     join_token_ttl: Option<Duration>,
-    /// Lifetime of agent certificates, e.g. "30d"; agents renew at 70%.
+    /// Lifetime of agent certificates, e.g. "30d"; agents renew at 70% [default: 30d].
     #[arg(long, value_parser = humantime::parse_duration)]
     agent_cert_lifetime: Option<Duration>,
-    /// Interval of application heartbeats to agents, e.g. "5s".
+    /// Interval of application heartbeats to agents, e.g. "5s"; three missed ones end a link
+    /// [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
     /// First administrator's user name (created, or its password reset, at start).
