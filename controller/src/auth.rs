@@ -47,6 +47,15 @@ pub fn hash_password(password: &str) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Hash(e.to_string()))
 }
 
+/// A valid hash of a random password, computed once, verified against for unknown users.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let random: [u8; 16] = rand::random();
+        hash_password(&hex::encode(random)).unwrap_or_default()
+    })
+}
+
 fn verify_hash(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
@@ -113,10 +122,17 @@ impl Authenticator {
         let store = self.store.clone();
         let (user, pass) = (username.to_string(), password.to_string());
         let found = tokio::task::spawn_blocking(move || -> Result<Option<Identity>, StoreError> {
-            Ok(store
-                .user(&user)?
-                .filter(|u| verify_hash(&pass, &u.password_hash))
-                .map(|u| Identity { username: u.username, role: u.role }))
+            match store.user(&user)? {
+                Some(u) => {
+                    Ok(verify_hash(&pass, &u.password_hash).then_some(Identity { username: u.username, role: u.role }))
+                }
+                None => {
+                    // Spend the same argon2 work as for a real user, so response time does not
+                    // tell which user names exist.
+                    verify_hash(&pass, dummy_hash());
+                    Ok(None)
+                }
+            }
         })
         .await
         .map_err(|_| AuthError::Invalid)??;

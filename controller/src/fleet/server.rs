@@ -19,7 +19,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The stateless-reset key is kept in the data dir so that, after a crash and restart, the
 /// controller answers packets of the dead connections with resets the agents recognise: they
-/// reconnect at once instead of waiting for their heartbeat timeout.
+/// reconnect at once instead of waiting for their heartbeat timeout. The connection-ID generator
+/// is keyed from it too: quinn only answers with a reset for connection IDs it can validate as
+/// its own, and a per-process random CID key would make the old IDs look foreign.
 fn reset_key(data_dir: &Path) -> Result<ring::hmac::Key, FleetError> {
     let path = data_dir.join("quic-reset.key");
     let bytes = match std::fs::read(&path) {
@@ -52,7 +54,11 @@ pub(super) fn bind(
         .receive_window((4u32 * 1024 * 1024).into())
         .send_window(4 * 1024 * 1024);
     server.transport_config(Arc::new(transport));
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key(data_dir)?));
+    let key = reset_key(data_dir)?;
+    let tag = ring::hmac::sign(&key, b"flotilla quic connection id generator");
+    let cid_key = u64::from_le_bytes(tag.as_ref()[..8].try_into().expect("HMAC-SHA256 tag has 32 bytes"));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(key));
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let socket = std::net::UdpSocket::bind(config.quic)
         .map_err(|e| FleetError::Endpoint(format!("cannot bind UDP {}: {e}", config.quic)))?;
     let runtime = quinn::default_runtime().ok_or_else(|| FleetError::Endpoint("no async runtime".into()))?;

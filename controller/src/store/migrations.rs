@@ -14,7 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE nodes (
         id             INTEGER PRIMARY KEY AUTOINCREMENT,
-        name           TEXT NOT NULL UNIQUE,
+        name           TEXT NOT NULL UNIQUE COLLATE NOCASE,
         url            TEXT,
         public_host    TEXT,
         panel_port     TEXT,

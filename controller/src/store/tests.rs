@@ -83,10 +83,12 @@ fn node_password_is_encrypted_at_rest() {
 fn node_names_are_unique_and_ids_never_reused() {
     let (_d, store) = open();
     let a = node(&store, "a");
-    assert!(matches!(
-        store.create_node(&NewNode { name: "a".into(), ..Default::default() }),
-        Err(StoreError::Conflict(_))
-    ));
+    for dup in ["a", "A"] {
+        assert!(matches!(
+            store.create_node(&NewNode { name: dup.into(), ..Default::default() }),
+            Err(StoreError::Conflict(_))
+        ));
+    }
     assert!(store.delete_node(a.id).unwrap());
     assert!(!store.delete_node(a.id).unwrap());
     let b = node(&store, "a");

@@ -37,6 +37,7 @@ pub enum ApiError {
     NotFound(String),
     MethodNotAllowed,
     Conflict(String),
+    PayloadTooLarge,
     Internal(String),
 }
 
@@ -56,6 +57,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, d),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".to_string()),
             ApiError::Conflict(d) => (StatusCode::CONFLICT, d),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_string()),
             ApiError::Internal(d) => {
                 tracing::error!(error = %d, "internal error serving the multi-server API");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string())
@@ -119,10 +121,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("cannot read request body: {e}")))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!("cannot read request body: {e}"))
+            }
+        })?;
+        // serde would happily read a struct from a JSON array; the documents only take objects.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::BadRequest("request body must be a JSON object".into()));
         }
         serde_json::from_slice(&bytes)
