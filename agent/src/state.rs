@@ -55,6 +55,8 @@ pub enum LinkState {
     Disconnected,
     /// The controller refuses this node (deleted); re-enrollment needed.
     Refused,
+    /// Another agent holding the same identity took over the link.
+    Replaced,
     Stopped,
 }
 
@@ -66,6 +68,7 @@ impl LinkState {
             LinkState::Connected => "connected",
             LinkState::Disconnected => "disconnected",
             LinkState::Refused => "refused",
+            LinkState::Replaced => "replaced",
             LinkState::Stopped => "stopped",
         }
     }
@@ -75,6 +78,7 @@ impl LinkState {
             "connecting" => LinkState::Connecting,
             "connected" => LinkState::Connected,
             "refused" => LinkState::Refused,
+            "replaced" => LinkState::Replaced,
             "stopped" => LinkState::Stopped,
             _ => LinkState::Disconnected,
         }

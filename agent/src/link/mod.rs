@@ -40,6 +40,8 @@ pub enum LinkError {
     Connect(SocketAddr, String),
     #[error("controller refused this node: {0}")]
     Refused(String),
+    #[error("another agent with this node's identity took over the link (cloned host or data dir?)")]
+    Replaced,
     #[error("controller requires an agent upgrade: {0}")]
     Upgrade(String),
     #[error("protocol: {0}")]
@@ -51,10 +53,19 @@ pub enum LinkError {
 }
 
 impl LinkError {
-    fn refused(&self) -> bool {
-        matches!(self, LinkError::Refused(_))
+    /// The status to record for a link that ended this way.
+    fn state(&self) -> LinkState {
+        match self {
+            LinkError::Refused(_) => LinkState::Refused,
+            LinkError::Replaced => LinkState::Replaced,
+            _ => LinkState::Disconnected,
+        }
     }
 }
+
+/// Delay before retrying after a refusal or a takeover by a twin: retrying fast would only make
+/// two agents sharing one identity push each other off the link in a loop.
+const SLOW_RETRY: Duration = Duration::from_secs(30);
 
 /// Turns a QUIC connection error into a link error, recognising refusals of our certificate.
 fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
@@ -64,6 +75,8 @@ fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
             let code = CloseCode(ac.error_code.into_inner() as u32);
             if code == CloseCode::REVOKED || code == CloseCode::CERTIFICATE_REQUIRED {
                 LinkError::Refused(code.describe().into())
+            } else if code == CloseCode::REPLACED {
+                LinkError::Replaced
             } else {
                 LinkError::Connect(addr, format!("closed by controller: {}", code.describe()))
             }
@@ -136,14 +149,17 @@ pub async fn connect(
             facts,
             applied_revision: 0,
         };
-        write_message(&mut send, Message::Hello(hello)).await.map_err(|e| LinkError::Protocol(e.to_string()))?;
+        // A refusal right after the handshake surfaces here as a failed write: report the
+        // connection's close reason rather than a bare stream error.
+        let gone = |e: &dyn std::fmt::Display| {
+            conn.close_reason().map(|r| classify(addr, &r)).unwrap_or_else(|| LinkError::Protocol(e.to_string()))
+        };
+        write_message(&mut send, Message::Hello(hello)).await.map_err(|e| gone(&e))?;
         match read_message(&mut recv).await {
             Ok(Message::Welcome(welcome)) => Ok((send, recv, welcome)),
             Ok(Message::Upgrade(u)) => Err(LinkError::Upgrade(u.message)),
             Ok(other) => Err(LinkError::Protocol(format!("expected Welcome, got {}", other.name()))),
-            Err(e) => {
-                Err(conn.close_reason().map(|r| classify(addr, &r)).unwrap_or(LinkError::Protocol(e.to_string())))
-            }
+            Err(e) => Err(gone(&e)),
         }
     };
     let (send, recv, welcome) =
@@ -339,37 +355,30 @@ pub async fn run(
             Some(a) => vec![a.clone()],
             None => identity.controller.clone(),
         };
-        let mut refused = false;
+        let mut slow = false;
         for addr in &addrs {
             record(LinkState::Connecting, Some(addr), None);
-            let outcome = attempt(addr, &identity, &ctx, &mut backoff, &mut shutdown, &record).await;
-            match outcome {
-                Ok(end) => {
-                    tracing::warn!(controller = %addr, reason = %end, "link lost; reconnecting");
-                    refused = end.refused();
-                    record(
-                        if refused { LinkState::Refused } else { LinkState::Disconnected },
-                        None,
-                        Some(&end.to_string()),
-                    );
-                    break;
+            let (e, welcomed) = match attempt(addr, &identity, &ctx, &mut backoff, &mut shutdown, &record).await {
+                Ok(end) => (end, true),
+                Err(e) => (e, false),
+            };
+            match &e {
+                LinkError::Refused(_) => {
+                    tracing::error!(controller = %addr, error = %e, "controller refuses this node; re-enroll with a new token")
                 }
-                Err(e) => {
-                    refused |= e.refused();
-                    if e.refused() {
-                        tracing::error!(controller = %addr, error = %e, "controller refuses this node; re-enroll with a new token");
-                    } else {
-                        tracing::info!(controller = %addr, error = %e, "controller unreachable");
-                    }
-                    record(
-                        if e.refused() { LinkState::Refused } else { LinkState::Disconnected },
-                        None,
-                        Some(&e.to_string()),
-                    );
+                LinkError::Replaced => {
+                    tracing::error!(controller = %addr, "{e}; retrying in {}s", SLOW_RETRY.as_secs())
                 }
+                _ if welcomed => tracing::warn!(controller = %addr, reason = %e, "link lost; reconnecting"),
+                _ => tracing::info!(controller = %addr, error = %e, "controller unreachable"),
+            }
+            record(e.state(), None, Some(&e.to_string()));
+            slow |= matches!(e, LinkError::Refused(_) | LinkError::Replaced);
+            if welcomed || slow {
+                break;
             }
         }
-        let delay = if refused { Duration::from_secs(30) } else { backoff.next_delay(rand::random::<f64>()) };
+        let delay = if slow { SLOW_RETRY } else { backoff.next_delay(rand::random::<f64>()) };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => {}
