@@ -84,7 +84,10 @@ impl FleetNet {
         ip(&["-n", &ns, "addr", "add", &format!("10.{o}.0.2/24"), "dev", &host])?;
         ip(&["-n", &ns, "link", "set", &host, "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
+        // A fixed MAC: a bridge without one takes the lowest MAC among its ports and changes it as
+        // agents join, leaving earlier agents with a stale ARP entry for the controller.
+        let mac = format!("02:f1:07:00:00:{s:02x}");
+        ip(&["-n", &ns, "link", "add", &br, "address", &mac, "type", "bridge"])?;
         ip(&["-n", &ns, "addr", "add", &format!("10.{o}.1.1/24"), "dev", &br])?;
         ip(&["-n", &ns, "link", "set", &br, "up"])
     }

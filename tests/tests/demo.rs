@@ -63,8 +63,7 @@ impl Demo {
 
     fn interrupt(mut self) -> std::process::ExitStatus {
         Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
-        let status = wait_for("demo to exit", Duration::from_secs(15), || self.child.try_wait().unwrap());
-        status
+        wait_for("demo to exit", Duration::from_secs(15), || self.child.try_wait().unwrap())
     }
 }
 
