@@ -63,8 +63,16 @@ fn free_port() -> u16 {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Value,
     pub raw: String,
+}
+
+impl Reply {
+    /// A response header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
 }
 
 /// HTTP client of the controller's API.
@@ -86,14 +94,15 @@ impl Api {
         basic_header(&self.user, &self.password)
     }
 
-    /// Any request; `auth` is the raw Authorization header (None: none sent).
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>, auth: Option<&str>) -> Reply {
+    /// Any request: `body` is sent as-is with a JSON content type (None: no body at all), `auth`
+    /// is the raw Authorization header (None: none sent).
+    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>, auth: Option<&str>) -> Reply {
         let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
         if let Some(a) = auth {
             req = req.set("Authorization", a);
         }
         let result = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(b),
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
             None => req.call(),
         };
         let resp = match result {
@@ -102,9 +111,17 @@ impl Api {
             Err(e) => panic!("{method} {path}: {e}"),
         };
         let status = resp.status();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .map(|n| {
+                let v = resp.header(&n).unwrap_or_default().to_string();
+                (n, v)
+            })
+            .collect();
         let raw = resp.into_string().unwrap_or_default();
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Reply { status, body, raw }
+        Reply { status, headers, body, raw }
     }
 
     /// Authenticated GET.
@@ -114,7 +131,7 @@ impl Api {
 
     /// Authenticated POST of a JSON value.
     pub fn post(&self, path: &str, body: &Value) -> Reply {
-        self.request("POST", path, Some(&body.to_string()), Some(&self.basic()))
+        self.request("POST", path, Some(body.to_string().as_bytes()), Some(&self.basic()))
     }
 
     /// Authenticated DELETE.

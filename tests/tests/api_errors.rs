@@ -4,10 +4,10 @@
 //!
 //! No agents are needed: every test runs its own controller on loopback.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use flotilla_tests::harness::{basic_header, Fleet, FleetOptions};
+use flotilla_tests::harness::{basic_header, Fleet, FleetOptions, Reply};
 use serde_json::{json, Value};
 
 /// Panel credentials given in `POST /api/v1/nodes`: stored encrypted, only ever shown masked.
@@ -18,59 +18,14 @@ fn fleet() -> Fleet {
     Fleet::start_with(FleetOptions { loopback: true, ..Default::default() })
 }
 
-/// An HTTP answer with its headers.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    raw: String,
-    body: Value,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Raw request: `body` is sent as-is (None: no body at all), `auth` is the raw Authorization value.
-fn send(fleet: &Fleet, method: &str, path: &str, body: Option<&[u8]>, auth: Option<&str>) -> Resp {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
-    let mut req = agent.request(method, &format!("{}{}", fleet.api.base, path));
-    if let Some(a) = auth {
-        req = req.set("Authorization", a);
-    }
-    let result = match body {
-        Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .map(|n| {
-            let v = resp.header(&n).unwrap_or_default().to_string();
-            (n, v)
-        })
-        .collect();
-    let raw = resp.into_string().unwrap_or_default();
-    let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-    Resp { status, headers, raw, body }
-}
-
 /// Authenticated request as the admin.
-fn admin(fleet: &Fleet, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
-    send(fleet, method, path, body, Some(&fleet.api.basic()))
+fn admin(fleet: &Fleet, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+    fleet.api.request(method, path, body, Some(&fleet.api.basic()))
 }
 
 /// Asserts `status` and the family's error body `{"detail": "<non-empty string>"}` (nothing else).
 #[track_caller]
-fn assert_error(r: &Resp, status: u16, what: &str) {
+fn assert_error(r: &Reply, status: u16, what: &str) {
     assert_eq!(r.status, status, "{what}: expected {status}, got {} {}", r.status, r.raw);
     let obj = r.body.as_object().unwrap_or_else(|| panic!("{what}: error body is not a JSON object: {:?}", r.raw));
     let detail = obj.get("detail").and_then(Value::as_str).unwrap_or_else(|| panic!("{what}: no detail: {}", r.raw));
@@ -81,7 +36,7 @@ fn assert_error(r: &Resp, status: u16, what: &str) {
 }
 
 #[track_caller]
-fn assert_401(r: &Resp, what: &str) {
+fn assert_401(r: &Reply, what: &str) {
     assert_error(r, 401, what);
     let challenge = r.header("www-authenticate").unwrap_or_else(|| panic!("{what}: 401 without WWW-Authenticate"));
     assert!(challenge.to_ascii_lowercase().starts_with("basic"), "{what}: WWW-Authenticate {challenge:?}");
@@ -176,7 +131,7 @@ fn unauthenticated_requests_get_401_with_a_basic_challenge() {
     ];
     for (method, path, body) in protected(node) {
         for (what, auth) in &bad_auth {
-            let r = send(&fleet, method, &path, body.as_deref(), auth.as_deref());
+            let r = fleet.api.request(method, &path, body.as_deref(), auth.as_deref());
             assert_401(&r, &format!("{method} {path} with {what}"));
         }
     }
@@ -192,9 +147,9 @@ fn unauthenticated_requests_get_401_with_a_basic_challenge() {
         ("GET", "/api/v1/servers/-1/status".into(), None),
     ];
     for (method, path, body) in probes {
-        assert_401(&send(&fleet, method, &path, body, None), &format!("{method} {path} without credentials"));
+        assert_401(&fleet.api.request(method, &path, body, None), &format!("{method} {path} without credentials"));
         let wrong = basic_header("admin", "nope");
-        assert_401(&send(&fleet, method, &path, body, Some(&wrong)), &format!("{method} {path} wrong password"));
+        assert_401(&fleet.api.request(method, &path, body, Some(&wrong)), &format!("{method} {path} wrong password"));
     }
     // Nothing was changed by the refused calls.
     assert_eq!(node_names(&fleet), vec!["victim".to_string()]);
@@ -202,14 +157,14 @@ fn unauthenticated_requests_get_401_with_a_basic_challenge() {
     assert_eq!(r.status, 200, "{}", r.raw);
     // And the right credentials still work, in any case of the scheme name.
     let lower = format!("basic {}", b64(format!("admin:{password}").as_bytes()));
-    assert_eq!(send(&fleet, "GET", "/api/v1/nodes", None, Some(&lower)).status, 200);
+    assert_eq!(fleet.api.request("GET", "/api/v1/nodes", None, Some(&lower)).status, 200);
 }
 
 #[test]
 fn health_is_public_and_documented() {
     let fleet = fleet();
     for auth in [None, Some("Basic !!!".to_string()), Some(basic_header("admin", "wrong")), Some(fleet.api.basic())] {
-        let r = send(&fleet, "GET", "/api/v1/health", None, auth.as_deref());
+        let r = fleet.api.request("GET", "/api/v1/health", None, auth.as_deref());
         assert_eq!(r.status, 200, "health with {auth:?}: {}", r.raw);
         assert_eq!(r.body["status"], "healthy", "{}", r.raw);
         let ts = r.body["timestamp"].as_str().unwrap_or_else(|| panic!("timestamp: {}", r.raw));
@@ -218,7 +173,7 @@ fn health_is_public_and_documented() {
         assert!(r.header("content-type").unwrap_or_default().starts_with("application/json"));
     }
     // Wrong method on the public path: 405, same error shape.
-    let r = send(&fleet, "POST", "/api/v1/health", Some(b"{}"), None);
+    let r = fleet.api.request("POST", "/api/v1/health", Some(b"{}"), None);
     assert_error(&r, 405, "POST /api/v1/health");
 }
 
@@ -339,7 +294,7 @@ fn unknown_paths_404_wrong_methods_405_duplicates_409() {
         ["/api/v1/nope", "/api/v1", "/", "/api/v2/nodes", "/api/v1/nodes/", "/api/v1/nodes/1/nope", "/api/v1/servers"]
     {
         for auth in [Some(fleet.api.basic()), None] {
-            let r = send(&fleet, "GET", path, None, auth.as_deref());
+            let r = fleet.api.request("GET", path, None, auth.as_deref());
             assert_error(&r, 404, &format!("GET {path} (auth: {})", auth.is_some()));
         }
     }
@@ -363,7 +318,7 @@ fn unknown_paths_404_wrong_methods_405_duplicates_409() {
     ];
     for (method, path, allowed) in cases {
         for auth in [Some(fleet.api.basic()), None] {
-            let r = send(&fleet, method, &path, Some(b"{}"), auth.as_deref());
+            let r = fleet.api.request(method, &path, Some(b"{}"), auth.as_deref());
             let what = format!("{method} {path} (auth: {})", auth.is_some());
             assert_error(&r, 405, &what);
             let allow = r.header("allow").unwrap_or_else(|| panic!("{what}: 405 without Allow"));
