@@ -271,7 +271,7 @@ fn bad_node_ids_in_paths_are_400_and_unknown_ones_404() {
     // A deleted node is unknown everywhere, and deleting twice is a 404.
     let r = admin(&fleet, "DELETE", &format!("/api/v1/nodes/{node}"), None);
     assert_eq!(r.status, 200, "{}", r.raw);
-    assert_eq!(r.body["status"], "deleted", "{}", r.raw);
+    assert_eq!(r.body["status"], "success", "{}", r.raw);
     assert_eq!(r.body["id"], node, "{}", r.raw);
     for (method, path) in [
         ("GET", format!("/api/v1/nodes/{node}")),
@@ -358,6 +358,7 @@ fn nodes_happy_paths_follow_the_document() {
     let created = create(&fleet, &doc);
     let id = created["id"].as_i64().unwrap_or_else(|| panic!("id: {created}"));
     assert!(id > 0);
+    assert_eq!(created["status"], "success", "as the original manager answers");
     assert_eq!(created["name"], "Server-DE");
     assert_eq!(created["ip"], "123.45.67.89");
     assert_eq!(created["port"], "443", "port is a string, as documented");
@@ -438,7 +439,7 @@ fn nodes_happy_paths_follow_the_document() {
     // Delete.
     let d = admin(&fleet, "DELETE", &format!("/api/v1/nodes/{bare_id}"), None);
     assert_eq!(d.status, 200, "{}", d.raw);
-    assert_eq!(d.body, json!({ "status": "deleted", "id": bare_id }));
+    assert_eq!(d.body, json!({ "status": "success", "id": bare_id }));
     let names = node_names(&fleet);
     assert_eq!(names.len(), 3);
     assert!(!names.contains(&"bare".to_string()));

@@ -79,6 +79,8 @@ fn node_json(state: &AppState, node: &NodeRecord) -> Value {
 }
 
 fn with_token(mut body: Value, issued: &IssuedToken) -> Value {
+    // `status` as the original manager answers; the node and its token ride along.
+    body["status"] = json!("success");
     body["join_token"] = json!(issued.token);
     body["join_token_expires_at"] = json!(timestamp(issued.expires_at));
     body["enroll_command"] = json!(format!("flotilla-agent enroll {}", issued.token));
@@ -145,7 +147,7 @@ pub async fn delete(
     if !state.fleet.remove_node(id)? {
         return Err(ApiError::NotFound(format!("node {id} not found")));
     }
-    Ok(Json(json!({ "status": "deleted", "id": id.0 })))
+    Ok(Json(json!({ "status": "success", "id": id.0 })))
 }
 
 #[cfg(test)]
