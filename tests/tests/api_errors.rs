@@ -473,6 +473,8 @@ fn servers_status_of_nodes_never_connected() {
         assert!(s["system"].is_null(), "no metrics ever: {s}");
         assert_eq!(s["xray"]["state"], "not_installed", "{s}");
         assert_eq!(s["xray"]["running"], false, "{s}");
+        assert_eq!(s["xray"]["version"], "", "version is always a string: {s}");
+        assert_eq!(s["error"], "agent not enrolled yet", "unavailable rows say why: {s}");
         let ts = s["timestamp"].as_str().unwrap_or_else(|| panic!("timestamp: {s}"));
         assert!(parse_timestamp(ts) <= now + 5, "{s}");
     }
@@ -492,6 +494,7 @@ fn servers_status_of_nodes_never_connected() {
     for row in rows {
         assert_eq!(row["available"], false, "{row}");
         assert!(row["latency_ms"].is_null(), "no RTT without a link: {row}");
+        assert_eq!(row["error"], "agent not enrolled yet", "{row}");
         assert!(row["node"].as_str().is_some_and(|n| n.starts_with("never-")), "{row}");
         parse_timestamp(row["timestamp"].as_str().unwrap_or_else(|| panic!("timestamp: {row}")));
     }

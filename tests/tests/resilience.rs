@@ -349,6 +349,11 @@ fn partitioned_link_recovers() {
     );
     assert!(seen_down >= Duration::from_secs(2), "unavailable after {seen_down:?}: faster than 3 missed heartbeats?");
     assert!(available(&fleet, id_b), "the other agent is unaffected by the partition");
+    // The status row says why and since when, from the last heartbeat the controller saw.
+    let row = fleet.availability(id_a).expect("row of the partitioned node");
+    let error = row["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("agent not connected (last seen 20"), "{row}");
+    assert!(row["last_seen"].is_string() && row["latency_ms"].is_null(), "{row}");
     // The agent notices too, and keeps running.
     wait_until("the partitioned agent notices", Duration::from_secs(10), || {
         link_state(&fleet.agent_status(a)) != "connected"
