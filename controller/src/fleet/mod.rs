@@ -6,6 +6,9 @@ mod server;
 mod session;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +74,8 @@ pub enum FleetError {
     NotConnected(NodeId),
     #[error("call to node {node} failed: {error}")]
     Call { node: NodeId, error: String },
+    #[error("node {node} answered: {error}")]
+    Rpc { node: NodeId, error: flotilla_protocol::rpc::RpcError },
     #[error("call to node {0} timed out")]
     Timeout(NodeId),
     #[error("QUIC endpoint: {0}")]
@@ -217,7 +222,10 @@ impl Fleet {
                 conn.open_bi().await.map_err(|e| FleetError::Call { node, error: e.to_string() })?;
             let out = flotilla_protocol::io::call(&mut send, &mut recv, request).await;
             let _ = send.finish();
-            out.map_err(|e| FleetError::Call { node, error: e.to_string() })
+            out.map_err(|e| match e {
+                flotilla_protocol::io::CallError::Rpc(error) => FleetError::Rpc { node, error },
+                other => FleetError::Call { node, error: other.to_string() },
+            })
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| FleetError::Timeout(node))?
     }
