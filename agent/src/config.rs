@@ -15,7 +15,7 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla-agent";
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// How often host metrics are sampled and pushed.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub metrics_interval: Duration,
     /// Log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
     pub log: String,
@@ -50,30 +50,23 @@ pub enum ConfigError {
 }
 
 impl AgentConfig {
+    fn validated(self) -> Result<AgentConfig, String> {
+        if self.metrics_interval < Duration::from_millis(100) {
+            return Err("metrics_interval must be at least 100ms".into());
+        }
+        Ok(self)
+    }
+
     /// Loads `path`; a missing file at the default location means defaults, elsewhere an error.
     pub fn load(path: &Path, explicit: bool) -> Result<AgentConfig, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
-            }
+            Ok(text) => toml::from_str::<AgentConfig>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(AgentConfig::validated)
+                .map_err(|e| ConfigError::Parse(path.display().to_string(), e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(AgentConfig::default()),
             Err(e) => Err(ConfigError::Read(path.display().to_string(), e)),
         }
-    }
-}
-
-/// Durations written the human way ("5s", "1m 30s").
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        let v = humantime::parse_duration(&s).map_err(serde::de::Error::custom)?;
-        if v < Duration::from_millis(100) {
-            return Err(serde::de::Error::custom("must be at least 100ms"));
-        }
-        Ok(v)
     }
 }
 
@@ -88,7 +81,10 @@ mod tests {
         assert_eq!(c.controller.addr.as_deref(), Some("x:1"));
         assert_eq!(c.log, "info");
         assert!(toml::from_str::<AgentConfig>("bogus = 1").is_err());
-        assert!(toml::from_str::<AgentConfig>("metrics_interval = \"1ms\"").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let too_fast = dir.path().join("agent.toml");
+        std::fs::write(&too_fast, "metrics_interval = \"1ms\"").unwrap();
+        assert!(AgentConfig::load(&too_fast, true).unwrap_err().to_string().contains("at least 100ms"));
         let missing = AgentConfig::load(Path::new("/nonexistent/agent.toml"), false).unwrap();
         assert_eq!(missing.metrics_interval, Duration::from_secs(5));
         assert!(AgentConfig::load(Path::new("/nonexistent/agent.toml"), true).is_err());

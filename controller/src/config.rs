@@ -18,11 +18,11 @@ pub struct FileConfig {
     pub http: Option<SocketAddr>,
     pub quic: Option<SocketAddr>,
     pub public_addr: Option<Vec<String>>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "humantime_serde")]
     pub join_token_ttl: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "humantime_serde")]
     pub agent_cert_lifetime: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
     pub log: Option<String>,
     pub pam_service: Option<String>,
@@ -47,16 +47,6 @@ impl FileConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(FileConfig::default()),
             Err(e) => Err(ConfigError::Read(path.display().to_string(), e)),
         }
-    }
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
     }
 }
 
