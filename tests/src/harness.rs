@@ -55,7 +55,8 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now (the caller binds it soon after).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -6,12 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use flotilla_tests::harness::{basic_header, bin_dir, wait_for};
+use flotilla_tests::harness::{basic_header, bin_dir, free_port, wait_for};
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Demo {
     child: Child,

@@ -16,7 +16,7 @@ use clap::Parser;
 use flotilla_agent::link::{self, ServeContext};
 use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::token::JoinToken;
-use flotilla_tests::harness::basic_header;
+use flotilla_tests::harness::{basic_header, free_port};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -57,10 +57,6 @@ impl Drop for Controller {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_controller(bin: &Path, heartbeat: Duration) -> anyhow::Result<Controller> {
