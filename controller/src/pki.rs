@@ -39,6 +39,19 @@ pub struct IssuedCert {
     pub not_after: OffsetDateTime,
 }
 
+/// An agent's certificate signing request, parsed and its self-signature checked.
+#[derive(Debug)]
+pub struct AgentCsr(CertificateSigningRequestParams);
+
+impl AgentCsr {
+    /// Parses a DER PKCS#10 request; fails on garbage or a bad signature.
+    pub fn parse(der: &[u8]) -> Result<AgentCsr, PkiError> {
+        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
+            .map(AgentCsr)
+            .map_err(PkiError::BadCsr)
+    }
+}
+
 /// CA key and certificate plus the server identity derived from them.
 pub struct Pki {
     issuer: Issuer<'static, KeyPair>,
@@ -144,9 +157,7 @@ impl Pki {
 
     /// Signs an agent's CSR for `node`. Only the CSR's public key is used; the controller decides
     /// the name, usages and lifetime.
-    pub fn sign_agent_csr(&self, csr_der: &[u8], node: NodeId, lifetime: Duration) -> Result<IssuedCert, PkiError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(PkiError::BadCsr)?;
+    pub fn sign_agent_csr(&self, csr: &AgentCsr, node: NodeId, lifetime: Duration) -> Result<IssuedCert, PkiError> {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, agent_common_name(node));
         params.subject_alt_names = vec![SanType::DnsName(format!("node-{}.flotilla", node.0).try_into()?)];
@@ -161,7 +172,7 @@ impl Pki {
         params.not_after = not_after;
         let serial = random_serial();
         params.serial_number = Some(SerialNumber::from_slice(&serial));
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let cert = params.signed_by(&csr.0.public_key, &self.issuer)?;
         Ok(IssuedCert { der: cert.der().to_vec(), serial, not_after })
     }
 }
@@ -201,13 +212,14 @@ mod tests {
         let mut req = CertificateParams::default();
         req.distinguished_name.push(DnType::CommonName, "i-want-to-be-admin");
         let csr = req.serialize_request(&key).unwrap();
-        let issued = pki.sign_agent_csr(csr.der(), NodeId(7), Duration::from_secs(3600)).unwrap();
+        let csr = AgentCsr::parse(csr.der()).unwrap();
+        let issued = pki.sign_agent_csr(&csr, NodeId(7), Duration::from_secs(3600)).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
         assert_eq!(cert.raw_serial(), issued.serial.as_slice());
         let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
         assert_eq!(cn, "flotilla-node-7");
         assert_eq!(cert.public_key().raw, key.subject_public_key_info().as_slice());
-        assert!(pki.sign_agent_csr(b"not a csr", NodeId(7), Duration::from_secs(60)).is_err());
+        assert!(matches!(AgentCsr::parse(b"not a csr"), Err(PkiError::BadCsr(_))));
     }
 
     #[test]
@@ -215,7 +227,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::load_or_create(dir.path()).unwrap();
         let (_key, csr) = flotilla_agent::identity::new_key_and_csr("h").unwrap();
-        let issued = pki.sign_agent_csr(&csr, NodeId(1), Duration::from_secs(20)).unwrap();
+        let issued = pki.sign_agent_csr(&AgentCsr::parse(&csr).unwrap(), NodeId(1), Duration::from_secs(20)).unwrap();
         let info = flotilla_agent::identity::CertInfo::parse(&issued.der).unwrap();
         let now = OffsetDateTime::now_utc();
         assert!(!info.renewal_due(now), "renew_at {} is not after now {now}", info.renew_at());

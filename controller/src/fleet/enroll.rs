@@ -11,6 +11,7 @@ use flotilla_protocol::token::JoinToken;
 use time::OffsetDateTime;
 
 use super::Fleet;
+use crate::pki::AgentCsr;
 use crate::store::TokenRefusal;
 
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,8 +52,7 @@ fn refuse(reason: EnrollRefusal, message: impl Into<String>) -> EnrollRefused {
 
 async fn enroll(fleet: &Arc<Fleet>, request: EnrollRequest) -> Result<Enrolled, EnrollRefused> {
     // Check the CSR before burning the token on it.
-    rcgen::CertificateSigningRequestParams::from_der(&request.csr_der.as_slice().into())
-        .map_err(|e| refuse(EnrollRefusal::BadCsr, format!("certificate signing request rejected: {e}")))?;
+    let csr = AgentCsr::parse(&request.csr_der).map_err(|e| refuse(EnrollRefusal::BadCsr, e.to_string()))?;
     let internal = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "enrollment failed");
         refuse(EnrollRefusal::Internal, "controller error during enrollment; see its log")
@@ -71,8 +71,7 @@ async fn enroll(fleet: &Arc<Fleet>, request: EnrollRequest) -> Result<Enrolled, 
         TokenRefusal::Used => refuse(EnrollRefusal::TokenUsed, "join token was already used; create a new one"),
         TokenRefusal::Expired => refuse(EnrollRefusal::TokenExpired, "join token has expired; create a new one"),
     })?;
-    let issued =
-        fleet.pki.sign_agent_csr(&request.csr_der, node, fleet.config.agent_cert_lifetime).map_err(|e| internal(&e))?;
+    let issued = fleet.pki.sign_agent_csr(&csr, node, fleet.config.agent_cert_lifetime).map_err(|e| internal(&e))?;
     let store = fleet.store.clone();
     let (serial, not_after, facts) = (issued.serial.clone(), issued.not_after, request.facts.clone());
     let record = tokio::task::spawn_blocking(move || {

@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::tls::serial_of;
 use super::Fleet;
+use crate::pki::AgentCsr;
 
 /// Consecutive unanswered heartbeats after which the link is declared dead.
 const HEARTBEAT_MISSES: u64 = 3;
@@ -147,7 +148,6 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persist = tokio::time::interval_at(tokio::time::Instant::now() + PERSIST_EVERY, PERSIST_EVERY);
     let (mut sent, mut acked) = (0u64, 0u64);
-    let mut last_metrics: Option<MetricsSample> = None;
     let reason = loop {
         tokio::select! {
             _ = heartbeat.tick() => {
@@ -177,7 +177,6 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                 Some(Ok(Message::Event(event))) => match event.kind {
                     EventKind::METRICS_SAMPLE => match codec::decode_from::<MetricsSample>(&event.body) {
                         Ok(sample) => {
-                            last_metrics = Some(sample.clone());
                             fleet.update_live(node, session, |live| {
                                 live.metrics = Some(sample);
                                 live.last_seen = Some(OffsetDateTime::now_utc());
@@ -204,7 +203,8 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
             },
             _ = persist.tick() => {
                 let store = fleet.store.clone();
-                let m = last_metrics.clone();
+                // The latest sample is in the live cache already; persist that.
+                let m = fleet.live(node).metrics;
                 let exists = tokio::task::spawn_blocking(move || {
                     store.record_node_seen(node, OffsetDateTime::now_utc(), m.as_ref())?;
                     Ok::<_, crate::store::StoreError>(store.node(node)?.is_some())
@@ -256,10 +256,11 @@ async fn handle(fleet: Arc<Fleet>, node: NodeId, request: Request) -> RpcResult 
 
 async fn renew(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Result<Vec<u8>, RpcError> {
     let req: RenewRequest = codec::decode_from(body).map_err(|e| RpcError::BadRequest(e.to_string()))?;
+    let csr = AgentCsr::parse(&req.csr_der).map_err(|e| RpcError::BadRequest(e.to_string()))?;
     let issued = fleet
         .pki
-        .sign_agent_csr(&req.csr_der, node, fleet.config.agent_cert_lifetime)
-        .map_err(|e| RpcError::BadRequest(e.to_string()))?;
+        .sign_agent_csr(&csr, node, fleet.config.agent_cert_lifetime)
+        .map_err(|e| RpcError::Failed(e.to_string()))?;
     let store = fleet.store.clone();
     let (serial, not_after) = (issued.serial.clone(), issued.not_after);
     tokio::task::spawn_blocking(move || store.record_cert(node, &serial, not_after))
