@@ -14,6 +14,7 @@ pub mod ids;
 pub mod io;
 pub mod messages;
 pub mod metrics;
+pub mod proxy;
 pub mod rpc;
 pub mod token;
 

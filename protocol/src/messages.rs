@@ -91,6 +91,8 @@ impl Capabilities {
     pub const METRICS: Capabilities = Capabilities(1 << 0);
     /// Answers and sends certificate renewal RPCs.
     pub const CERT_RENEWAL: Capabilities = Capabilities(1 << 1);
+    /// Drives a proxy core: answers `APPLY_PROXY_STATE`, ships traffic batches.
+    pub const PROXY_CORE: Capabilities = Capabilities(1 << 2);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -158,6 +160,10 @@ pub struct EventKind(pub u16);
 impl EventKind {
     /// Body: [`crate::metrics::MetricsSample`].
     pub const METRICS_SAMPLE: EventKind = EventKind(1);
+    /// Body: [`crate::proxy::TrafficBatch`]; acked only once committed.
+    pub const TRAFFIC_BATCH: EventKind = EventKind(2);
+    /// Body: [`crate::proxy::CoreStatus`].
+    pub const CORE_STATUS: EventKind = EventKind(3);
 }
 
 /// Agent → controller telemetry. `seq` increases per agent; the controller acks what it has

@@ -17,6 +17,15 @@ impl RequestKind {
     pub const RENEW_CERTIFICATE: RequestKind = RequestKind(2);
     /// Controller → agent. Body: empty. Answer: [`crate::metrics::MetricsSample`] taken now.
     pub const METRICS_NOW: RequestKind = RequestKind(3);
+    /// Controller → agent. Body: [`crate::proxy::ProxyState`]. Answer: [`crate::proxy::ApplyReport`]
+    /// once the core has taken the change.
+    pub const APPLY_PROXY_STATE: RequestKind = RequestKind(4);
+    /// Controller → agent. Body: empty. Answer: [`crate::proxy::CoreStatus`] after the restart.
+    pub const RESTART_CORE: RequestKind = RequestKind(5);
+    /// Controller → agent. Body: [`crate::proxy::LogQuery`]. Answer: `Vec<`[`crate::proxy::LogLine`]`>`.
+    pub const CORE_LOGS: RequestKind = RequestKind(6);
+    /// Controller → agent. Body: empty. Answer: [`crate::proxy::CoreStatus`] now.
+    pub const CORE_STATUS: RequestKind = RequestKind(7);
 }
 
 /// One call.

@@ -1,3 +1,4 @@
 //! Drivers: one module per thing the agent manages on its host.
 
+pub mod core;
 pub mod metrics;
