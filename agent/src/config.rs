@@ -20,6 +20,8 @@ pub struct AgentConfig {
     /// Log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
     pub log: String,
     pub controller: ControllerSection,
+    /// `[core]`: the proxy core the agent drives.
+    pub core: crate::drivers::core::CoreSettings,
 }
 
 /// `[controller]`.
@@ -36,6 +38,7 @@ impl Default for AgentConfig {
             metrics_interval: Duration::from_secs(5),
             log: "info".into(),
             controller: ControllerSection::default(),
+            core: crate::drivers::core::CoreSettings::default(),
         }
     }
 }

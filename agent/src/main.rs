@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flotilla_agent::config::{AgentConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
+use flotilla_agent::drivers::core::{CoreDriver, ProxyCore};
 use flotilla_agent::identity::CertInfo;
 use flotilla_agent::link::{self, RunSettings};
 use flotilla_agent::state::StateStore;
+use std::sync::Arc;
 
 /// Flotilla host agent.
 ///
@@ -43,6 +45,9 @@ enum Command {
         /// Controller address host:port (overrides the one stored at enrollment).
         #[arg(long)]
         controller: Option<String>,
+        /// Proxy core traffic poll interval, e.g. "10s" (overrides [core] stats_interval).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        stats_interval: Option<Duration>,
     },
     /// Enroll this host with a join token from the controller (POST /api/v1/nodes).
     ///
@@ -113,7 +118,7 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { metrics_interval, controller } => {
+        Command::Run { metrics_interval, controller, stats_interval } => {
             if state.identity()?.is_none() {
                 // A service started before enrollment waits for it instead of crash-looping.
                 tracing::warn!("not enrolled yet: run `flotilla-agent enroll TOKEN`; waiting");
@@ -126,19 +131,37 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                     _ = wait_for_signal() => return Ok(()),
                 }
             }
+            let mut core_settings = config.core.clone();
+            if let Some(i) = stats_interval {
+                core_settings.stats_interval = i;
+            }
+            // A broken core setup must not take the link down: the controller should still see
+            // the host (and the error) rather than an agent in a crash loop.
+            let core = match CoreDriver::start(&core_settings, state.clone(), &cli.data_dir).await {
+                Ok(core) => core,
+                Err(e) => {
+                    tracing::error!(error = %e, "proxy core driver not started");
+                    None
+                }
+            };
             let settings = RunSettings {
                 metrics_interval: metrics_interval.unwrap_or(config.metrics_interval),
                 controller_override: controller.or(config.controller.addr.clone()),
+                core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
             };
             let (tx, rx) = tokio::sync::watch::channel(false);
             let link = tokio::spawn(link::run(state, settings, rx));
             wait_for_signal().await;
             tracing::info!("stopping");
             let _ = tx.send(true);
-            match tokio::time::timeout(Duration::from_secs(5), link).await {
+            let result = match tokio::time::timeout(Duration::from_secs(5), link).await {
                 Ok(Ok(result)) => result.map_err(Into::into),
                 _ => Ok(()),
+            };
+            if let Some(core) = core {
+                core.stop().await;
             }
+            result
         }
         Command::Status { json } => status(&state, json),
     }

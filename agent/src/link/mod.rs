@@ -2,6 +2,7 @@
 //! requests and renew the certificate, reconnecting with backoff whenever the link drops. Nothing
 //! on the host depends on the link being up.
 
+pub mod acks;
 pub mod backoff;
 pub mod liveness;
 pub mod tls;
@@ -16,14 +17,17 @@ use flotilla_protocol::enroll::{RenewRequest, Renewed};
 use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::io::{read_message, write_message};
 use flotilla_protocol::messages::{Capabilities, Event, EventKind, Hello, Message, Welcome};
+use flotilla_protocol::proxy::{LogQuery, ProxyState, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
 use flotilla_protocol::{RequestId, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use crate::drivers::core::ProxyCore;
 use crate::drivers::metrics::MetricsSampler;
 use crate::identity::{new_key_and_csr, CertInfo, Identity};
 use crate::state::{LinkState, StateStore};
+use acks::JournalAcks;
 use backoff::Backoff;
 use liveness::Liveness;
 
@@ -101,6 +105,8 @@ pub struct ServeContext {
     /// Metrics driver; None disables metrics events.
     pub sampler: Option<Arc<Mutex<MetricsSampler>>>,
     pub metrics_interval: Duration,
+    /// Proxy core driver; None when the host has no core (or in simulations).
+    pub core: Option<Arc<dyn ProxyCore>>,
 }
 
 impl std::fmt::Debug for ServeContext {
@@ -124,12 +130,13 @@ impl std::fmt::Debug for Established {
     }
 }
 
-/// Dials `addr` with `identity` and completes Hello/Welcome.
+/// Dials `addr` with `identity` and completes Hello/Welcome, announcing what `ctx` can do.
 pub async fn connect(
     endpoint: &quinn::Endpoint,
     identity: &Identity,
     addr: SocketAddr,
     facts: HostFacts,
+    ctx: &ServeContext,
 ) -> Result<Established, LinkError> {
     let config = tls::link_config(identity).map_err(|e| LinkError::Config(e.to_string()))?;
     let connecting = endpoint
@@ -145,9 +152,12 @@ pub async fn connect(
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: identity.node_id,
-            capabilities: Capabilities::METRICS | Capabilities::CERT_RENEWAL,
+            capabilities: match &ctx.core {
+                Some(_) => Capabilities::METRICS | Capabilities::CERT_RENEWAL | Capabilities::PROXY_CORE,
+                None => Capabilities::METRICS | Capabilities::CERT_RENEWAL,
+            },
             facts,
-            applied_revision: 0,
+            applied_revision: ctx.core.as_ref().map(|c| c.applied_revision()).unwrap_or(0),
         };
         // A refusal right after the handshake surfaces here as a failed write: report the
         // connection's close reason rather than a bare stream error.
@@ -177,13 +187,28 @@ impl Established {
 
         let (tx, mut rx) = mpsc::channel(64);
         let reader = tokio::spawn(flotilla_protocol::io::forward_messages(recv, tx));
-        let requests = tokio::spawn(serve_requests(conn.clone(), ctx.sampler.clone()));
+        let requests = tokio::spawn(serve_requests(conn.clone(), ctx.clone()));
 
         let mut metrics = tokio::time::interval(ctx.metrics_interval.max(Duration::from_millis(100)));
         metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
         let mut identity = identity;
         let mut renew_at = renewal_instant(&identity, ctx);
+        let mut acks = JournalAcks::default();
+        let (mut journal, mut core_status) = match &ctx.core {
+            Some(core) => (Some(core.journal()), Some(core.status())),
+            None => (None, None),
+        };
+        // Everything journaled while the link was down goes first, then the core's state.
+        if let Some(core) = &ctx.core {
+            if let Err(e) = ship_journal(&mut send, core, &mut acks, &mut seq).await {
+                return e;
+            }
+            let status = core.current_status().await;
+            if let Err(e) = send_event(&mut send, &mut seq, EventKind::CORE_STATUS, &status).await {
+                return e;
+            }
+        }
         let end = loop {
             let dead_at = tokio::time::Instant::from_std(liveness.deadline());
             tokio::select! {
@@ -200,7 +225,15 @@ impl Established {
                             break LinkError::Protocol(format!("control stream: {e}"));
                         }
                     }
-                    Some(Ok(Message::EventAck(_))) => {}
+                    Some(Ok(Message::EventAck(ack))) => {
+                        if let (Some(through), Some(core)) = (acks.acked(ack.seq), &ctx.core) {
+                            let core = core.clone();
+                            let deleted = tokio::task::spawn_blocking(move || core.journal_committed(through)).await;
+                            if let Ok(Err(e)) = deleted {
+                                tracing::warn!(error = %e, "cannot drop acknowledged journal rows");
+                            }
+                        }
+                    }
                     Some(Ok(other)) => {
                         conn.close(quinn::VarInt::from_u32(CloseCode::PROTOCOL_ERROR.0), b"unexpected message");
                         break LinkError::Protocol(format!("unexpected {} on control stream", other.name()));
@@ -219,6 +252,19 @@ impl Established {
                     let event = Event { kind: EventKind::METRICS_SAMPLE, seq, body };
                     if let Err(e) = write_message(&mut send, Message::Event(event)).await {
                         break LinkError::Protocol(format!("control stream: {e}"));
+                    }
+                }
+                Some(()) = changed(&mut journal) => {
+                    let Some(core) = &ctx.core else { continue };
+                    if let Err(e) = ship_journal(&mut send, core, &mut acks, &mut seq).await {
+                        break e;
+                    }
+                }
+                Some(()) = changed(&mut core_status) => {
+                    let Some(rx) = &core_status else { continue };
+                    let status = rx.borrow().clone();
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::CORE_STATUS, &status).await {
+                        break e;
                     }
                 }
                 _ = sleep_until_opt(renew_at) => {
@@ -243,6 +289,66 @@ impl Established {
         reader.abort();
         requests.abort();
         end
+    }
+}
+
+/// Resolves when the watched value changes; never when there is nothing to watch (or it closed).
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Option<()> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one event on the control stream.
+async fn send_event<T: serde::Serialize>(
+    send: &mut quinn::SendStream,
+    seq: &mut u64,
+    kind: EventKind,
+    body: &T,
+) -> Result<(), LinkError> {
+    let body = codec::encode_body(body).map_err(|e| LinkError::Protocol(e.to_string()))?;
+    *seq += 1;
+    write_message(send, Message::Event(Event { kind, seq: *seq, body }))
+        .await
+        .map_err(|e| LinkError::Protocol(format!("control stream: {e}")))
+}
+
+/// Journal rows per read while shipping; each row is one event.
+const JOURNAL_CHUNK: usize = 256;
+
+/// Sends every journal row not yet sent in this session, oldest first.
+async fn ship_journal(
+    send: &mut quinn::SendStream,
+    core: &Arc<dyn ProxyCore>,
+    acks: &mut JournalAcks,
+    seq: &mut u64,
+) -> Result<(), LinkError> {
+    let journal = core.journal_id().map_err(|e| LinkError::Protocol(e.to_string()))?;
+    loop {
+        let reader = core.clone();
+        let after = acks.sent_through();
+        let rows = tokio::task::spawn_blocking(move || reader.journal_after(after, JOURNAL_CHUNK))
+            .await
+            .map_err(|e| LinkError::Protocol(e.to_string()))?
+            .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            let batch = TrafficBatch {
+                journal,
+                seq: row.seq,
+                taken_at_ms: row.taken_at_ms,
+                users: row.users,
+                inbounds: row.inbounds,
+            };
+            send_event(send, seq, EventKind::TRAFFIC_BATCH, &batch).await?;
+            acks.sent(*seq, row.seq);
+        }
     }
 }
 
@@ -288,11 +394,11 @@ async fn renew(conn: &quinn::Connection, identity: &Identity, ctx: &ServeContext
 }
 
 /// Requests the controller opens towards this agent.
-async fn serve_requests(conn: quinn::Connection, sampler: Option<Arc<Mutex<MetricsSampler>>>) {
+async fn serve_requests(conn: quinn::Connection, ctx: ServeContext) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let sampler = sampler.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
-            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| dispatch(req, sampler)).await;
+            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| dispatch(req, ctx)).await;
             let _ = send.finish();
             if let Err(e) = served {
                 tracing::debug!(error = %e, "controller request failed");
@@ -302,15 +408,39 @@ async fn serve_requests(conn: quinn::Connection, sampler: Option<Arc<Mutex<Metri
 }
 
 /// Answers one controller request. Unknown kinds are answered, never dropped.
-pub async fn dispatch(request: Request, sampler: Option<Arc<Mutex<MetricsSampler>>>) -> RpcResult {
+pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
+    fn answer<T: serde::Serialize>(value: &T) -> RpcResult {
+        codec::encode_body(value).map(RpcResult::Ok).unwrap_or_else(|e| RpcResult::Err(RpcError::Failed(e.to_string())))
+    }
+    let no_core = || RpcResult::Err(RpcError::Refused("no proxy core on this host".into()));
     match request.kind {
         RequestKind::PING => RpcResult::Ok(vec![]),
-        RequestKind::METRICS_NOW => match sample(sampler).await {
-            Some(s) => codec::encode_body(&s)
-                .map(RpcResult::Ok)
-                .unwrap_or_else(|e| RpcResult::Err(RpcError::Failed(e.to_string()))),
+        RequestKind::METRICS_NOW => match sample(ctx.sampler).await {
+            Some(s) => answer(&s),
             None => RpcResult::Err(RpcError::Failed("metrics driver disabled".into())),
         },
+        RequestKind::APPLY_PROXY_STATE => {
+            let Some(core) = ctx.core else { return no_core() };
+            match codec::decode_from::<ProxyState>(&request.body) {
+                Ok(state) => answer(&core.apply(state).await),
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::RESTART_CORE => match ctx.core {
+            Some(core) => answer(&core.restart().await),
+            None => no_core(),
+        },
+        RequestKind::CORE_STATUS => match ctx.core {
+            Some(core) => answer(&core.current_status().await),
+            None => no_core(),
+        },
+        RequestKind::CORE_LOGS => {
+            let Some(core) = ctx.core else { return no_core() };
+            match codec::decode_from::<LogQuery>(&request.body) {
+                Ok(q) => answer(&core.logs(&q)),
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
     }
 }
@@ -321,6 +451,8 @@ pub struct RunSettings {
     pub metrics_interval: Duration,
     /// Replaces the controller addresses stored at enrollment.
     pub controller_override: Option<String>,
+    /// The proxy core driver, started by the caller (None: no core on this host).
+    pub core: Option<Arc<dyn ProxyCore>>,
 }
 
 /// Keeps the link up until `shutdown` flips. Needs an enrolled identity in `state`.
@@ -334,6 +466,7 @@ pub async fn run(
         state: Some(state.clone()),
         sampler: Some(sampler),
         metrics_interval: settings.metrics_interval,
+        core: settings.core.clone(),
     };
     let mut backoff = Backoff::for_link();
     let record = |s: LinkState, c: Option<&str>, d: Option<&str>| {
@@ -404,7 +537,7 @@ async fn attempt(
         .ok_or_else(|| LinkError::Resolve(addr.into(), "no address".into()))?;
     let endpoint = tls::client_endpoint(target).map_err(|e| LinkError::Connect(target, e.to_string()))?;
     let facts = crate::facts::gather();
-    let established = connect(&endpoint, identity, target, facts).await?;
+    let established = connect(&endpoint, identity, target, facts, ctx).await?;
     backoff.reset();
     tracing::info!(controller = %addr, node = %established.welcome.node_name, "connected to controller");
     record(LinkState::Connected, Some(addr), None);

@@ -1,0 +1,796 @@
+//! The core driver: owns the node's proxy state, keeps the core's users equal to it (live, one
+//! user at a time), rewrites the config file so a core restart keeps everything, polls traffic
+//! into the journal and enforces expiry and quotas locally.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex as SyncMutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flotilla_protocol::proxy::{
+    ApplyReport, ClientSpec, CoreFlavor, CoreState, CoreStatus, CutOff, InboundSpec, LogLine, LogQuery, OnlineSource,
+    ProxyState,
+};
+use serde::Deserialize;
+use tokio::sync::{watch, Mutex};
+
+use super::api::{CoreApi, CoreApiError};
+use super::config::{self, CoreConfigInput};
+use super::process::{self, CoreProcess};
+use super::reconcile::{self, UserKey};
+use super::ProxyCore;
+use super::{limits, stats};
+use crate::state::{Poll, StateError, StateStore, StoredBatch};
+
+/// How the agent runs the proxy core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoreMode {
+    /// Supervise the first of `xray`, `v2ray` found on `PATH`; no core if none is installed.
+    #[default]
+    Auto,
+    /// Supervise `binary` (or the first core on `PATH`); fail if there is none.
+    Supervised,
+    /// The core is managed elsewhere: use its API at `api`, write `config_path` if given, and
+    /// restart it with `restart_command`.
+    External,
+    /// Never touch a proxy core.
+    Off,
+}
+
+/// `[core]` of `agent.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreSettings {
+    pub mode: CoreMode,
+    /// `xray` or `v2ray` (default: from the binary's name).
+    pub flavor: Option<String>,
+    /// Core binary (supervised mode).
+    pub binary: Option<PathBuf>,
+    /// The core's gRPC API address (default: a free loopback port, picked once and kept).
+    pub api: Option<SocketAddr>,
+    /// Config file the agent owns (default: `<data dir>/core/config.json`).
+    pub config_path: Option<PathBuf>,
+    /// Command restarting an external core (run with `sh -c`).
+    pub restart_command: Option<String>,
+    /// How often traffic counters are read into the journal.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+}
+
+impl Default for CoreSettings {
+    fn default() -> Self {
+        CoreSettings {
+            mode: CoreMode::Auto,
+            flavor: None,
+            binary: None,
+            api: None,
+            config_path: None,
+            restart_command: None,
+            stats_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the core driver cannot start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("no proxy core found on PATH (looked for xray, v2ray); install one or set [core] binary")]
+    NoCore,
+    #[error("unknown core flavor {0:?} (xray, v2ray)")]
+    UnknownFlavor(String),
+    #[error("{0} is not driven by this agent yet")]
+    UnsupportedFlavor(&'static str),
+    #[error("external core mode needs [core] api")]
+    NoApi,
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("core config {0}: {1}")]
+    Config(String, String),
+    #[error("core API port: {0}")]
+    Port(std::io::Error),
+}
+
+const API_PORT_SETTING: &str = "core_api_port";
+/// How long an apply that restarted the core waits for its API to answer.
+const API_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Interval of the housekeeping tick: restart detection, expiry.
+const TICK: Duration = Duration::from_secs(1);
+
+struct Inner {
+    desired: ProxyState,
+    /// Inbounds in the running config.
+    served: Vec<InboundSpec>,
+    /// Users on the running core.
+    on_core: BTreeMap<UserKey, ClientSpec>,
+    cut_off: BTreeMap<String, CutOff>,
+    /// Process generation the users were last applied to.
+    generation: u64,
+    last_uptime: Option<u32>,
+    /// Emails with traffic in each of the last two polls.
+    recent: VecDeque<HashSet<String>>,
+    last_error: Option<String>,
+}
+
+/// The running driver; shared by the link (requests, events) and its own poll loop.
+pub struct CoreDriver {
+    store: StateStore,
+    flavor: CoreFlavor,
+    api: CoreApi,
+    api_port: u16,
+    binary: Option<PathBuf>,
+    process: Option<CoreProcess>,
+    restart_command: Option<String>,
+    config_path: Option<PathBuf>,
+    version: String,
+    stats_interval: Duration,
+    started: Instant,
+    inner: Mutex<Inner>,
+    status_tx: watch::Sender<CoreStatus>,
+    /// Latest journal sequence written; the link ships rows when it moves.
+    journal_tx: watch::Sender<u64>,
+    stopped: SyncMutex<bool>,
+}
+
+impl std::fmt::Debug for CoreDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreDriver").field("flavor", &self.flavor).field("api_port", &self.api_port).finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn parse_flavor(name: &str) -> Result<CoreFlavor, DriverError> {
+    match name.to_ascii_lowercase().as_str() {
+        "xray" => Ok(CoreFlavor::Xray),
+        "v2ray" => Ok(CoreFlavor::V2ray),
+        "sing-box" | "singbox" => Ok(CoreFlavor::SingBox),
+        other => Err(DriverError::UnknownFlavor(other.into())),
+    }
+}
+
+/// A loopback port for the core's API: configured, remembered, or picked now and remembered.
+fn api_port(store: &StateStore, configured: Option<SocketAddr>) -> Result<u16, DriverError> {
+    if let Some(addr) = configured {
+        return Ok(addr.port());
+    }
+    if let Some(port) = store.setting(API_PORT_SETTING)?.and_then(|p| p.parse::<u16>().ok()) {
+        return Ok(port);
+    }
+    let probe = std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).map_err(DriverError::Port)?;
+    let port = probe.local_addr().map_err(DriverError::Port)?.port();
+    store.set_setting(API_PORT_SETTING, &port.to_string())?;
+    Ok(port)
+}
+
+impl CoreDriver {
+    /// Starts the driver per `settings`: `Ok(None)` when there is no core to drive (mode off, or
+    /// auto with nothing installed).
+    pub async fn start(
+        settings: &CoreSettings,
+        store: StateStore,
+        data_dir: &Path,
+    ) -> Result<Option<std::sync::Arc<CoreDriver>>, DriverError> {
+        let (flavor, binary) = match settings.mode {
+            CoreMode::Off => return Ok(None),
+            CoreMode::External => {
+                let flavor = parse_flavor(settings.flavor.as_deref().unwrap_or("xray"))?;
+                settings.api.ok_or(DriverError::NoApi)?;
+                (flavor, None)
+            }
+            CoreMode::Auto | CoreMode::Supervised => {
+                let found = match &settings.binary {
+                    Some(b) => {
+                        let flavor = match &settings.flavor {
+                            Some(f) => parse_flavor(f)?,
+                            None => b
+                                .file_name()
+                                .and_then(|n| n.to_str())
+                                .and_then(process::flavor_of)
+                                .ok_or_else(|| DriverError::UnknownFlavor(b.display().to_string()))?,
+                        };
+                        Some((flavor, b.clone()))
+                    }
+                    None => process::find_on_path(&["xray", "v2ray"]),
+                };
+                match found {
+                    Some((flavor, binary)) => (flavor, Some(binary)),
+                    None if settings.mode == CoreMode::Auto => {
+                        tracing::info!("no proxy core on PATH (xray, v2ray); proxy features disabled");
+                        return Ok(None);
+                    }
+                    None => return Err(DriverError::NoCore),
+                }
+            }
+        };
+        if flavor == CoreFlavor::SingBox {
+            return Err(DriverError::UnsupportedFlavor("sing-box"));
+        }
+        let port = api_port(&store, settings.api)?;
+        let api_addr = settings.api.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        let config_path = match (&binary, &settings.config_path) {
+            (_, Some(p)) => Some(p.clone()),
+            (Some(_), None) => Some(data_dir.join("core").join("config.json")),
+            (None, None) => None,
+        };
+        let version = match &binary {
+            Some(b) => process::detect_version(flavor, b).await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let desired = store.proxy_state()?.unwrap_or(ProxyState { revision: 0, inbounds: vec![], clients: vec![] });
+        let initial = CoreStatus {
+            flavor: Some(flavor),
+            state: CoreState::Starting,
+            version: version.clone(),
+            uptime_secs: 0,
+            per_user_stats: true,
+            applied_revision: desired.revision,
+            online: vec![],
+            online_source: if flavor == CoreFlavor::Xray { OnlineSource::CoreApi } else { OnlineSource::RecentTraffic },
+            cut_off: vec![],
+            last_error: None,
+        };
+        let (status_tx, _) = watch::channel(initial);
+        let (journal_tx, _) = watch::channel(0);
+        let mut driver = CoreDriver {
+            store,
+            flavor,
+            api: CoreApi::new(api_addr, flavor),
+            api_port: api_addr.port(),
+            binary: binary.clone(),
+            process: None,
+            restart_command: settings.restart_command.clone(),
+            config_path,
+            version,
+            stats_interval: settings.stats_interval.max(Duration::from_millis(200)),
+            started: Instant::now(),
+            inner: Mutex::new(Inner {
+                desired,
+                served: vec![],
+                on_core: BTreeMap::new(),
+                cut_off: BTreeMap::new(),
+                generation: 0,
+                last_uptime: None,
+                recent: VecDeque::new(),
+                last_error: None,
+            }),
+            status_tx,
+            journal_tx,
+            stopped: SyncMutex::new(false),
+        };
+        {
+            // Work out cut-offs before the first config is written, so an expired client is not
+            // served even for a moment after a reboot.
+            let inner = driver.inner.get_mut();
+            let usage = driver.store.usage()?;
+            let now = now_ms();
+            for c in &inner.desired.clients {
+                let used = usage.get(&c.email.to_lowercase()).copied().unwrap_or_default();
+                if let Some(why) = limits::cut_off(c, used, now) {
+                    inner.cut_off.insert(c.email.to_lowercase(), why);
+                }
+            }
+            inner.served = reconcile::served_inbounds(&inner.desired.inbounds);
+            let cut: BTreeSet<String> = inner.cut_off.keys().cloned().collect();
+            inner.on_core = reconcile::wanted_users(&inner.served, &inner.desired.clients, &cut);
+        }
+        if let Some(path) = &driver.config_path {
+            if let Some(dir) = path.parent() {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| DriverError::Config(dir.display().to_string(), e.to_string()))?;
+            }
+            let inner = driver.inner.get_mut();
+            let text = render_config(flavor, driver.api_port, &inner.served, &inner.on_core)?;
+            config::write_atomic(path, &text)
+                .map_err(|e| DriverError::Config(path.display().to_string(), e.to_string()))?;
+        }
+        if let (Some(binary), Some(path)) = (&binary, &driver.config_path) {
+            kill_stale_core(data_dir, binary);
+            let process = CoreProcess::spawn(flavor, binary.clone(), path.clone());
+            remember_core_pid(data_dir, process.pid());
+            driver.process = Some(process);
+            driver.inner.get_mut().generation = driver.process.as_ref().map(|p| p.generation()).unwrap_or(0);
+        }
+        let driver = std::sync::Arc::new(driver);
+        tracing::info!(
+            core = flavor.as_str(),
+            version = %driver.version,
+            api = %api_addr,
+            binary = ?binary,
+            "proxy core driver started"
+        );
+        tokio::spawn(driver.clone().run(data_dir.to_path_buf()));
+        Ok(Some(driver))
+    }
+
+    /// Stops the poll loop and the supervised core.
+    pub async fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        if let Some(p) = &self.process {
+            p.stop().await;
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a pushed proxy state: refuses what the core cannot serve, persists the rest,
+    /// then converges the core (live user changes; a restart only when inbounds changed).
+    async fn apply_state(&self, mut state: ProxyState) -> ApplyReport {
+        let mut inner = self.inner.lock().await;
+        let mut report = ApplyReport { revision: inner.desired.revision, ..Default::default() };
+        if state.revision < inner.desired.revision {
+            tracing::debug!(pushed = state.revision, applied = inner.desired.revision, "stale proxy state ignored");
+            return report;
+        }
+        // Refuse inbounds the core cannot run, or whose port another program holds, rather
+        // than writing a config the core would fail to start with.
+        let held: HashSet<u16> = inner.served.iter().map(|i| i.port).collect();
+        let mut refused = HashSet::new();
+        for inbound in state.inbounds.iter().filter(|i| i.enable) {
+            let verdict = config::check_support(self.flavor, inbound).map_err(|e| e.to_string()).and_then(|_| {
+                if held.contains(&inbound.port) {
+                    Ok(())
+                } else {
+                    port_free(inbound)
+                }
+            });
+            if let Err(why) = verdict {
+                report.failures.push((format!("inbound {}", inbound.tag), why));
+                refused.insert(inbound.tag.clone());
+            }
+        }
+        state.inbounds.retain(|i| !refused.contains(&i.tag));
+        state.clients.retain(|c| !refused.contains(&c.inbound_tag));
+        // A client the core cannot take (a Vision flow on v2ray) is refused alone, so the
+        // config of everyone else still renders.
+        let by_tag: std::collections::HashMap<&str, &InboundSpec> =
+            state.inbounds.iter().map(|i| (i.tag.as_str(), i)).collect();
+        let mut bad_clients = HashSet::new();
+        for c in &state.clients {
+            if let Some(inbound) = by_tag.get(c.inbound_tag.as_str()) {
+                if let Err(why) = config::check_client(self.flavor, inbound, c) {
+                    report.failures.push((format!("client {}", c.email), why.to_string()));
+                    bad_clients.insert(c.email.to_lowercase());
+                }
+            }
+        }
+        drop(by_tag);
+        state.clients.retain(|c| !bad_clients.contains(&c.email.to_lowercase()));
+
+        let usage = match self.store.usage() {
+            Ok(u) => u,
+            Err(e) => return fail(report, "agent store", e),
+        };
+        for c in &state.clients {
+            let email = c.email.to_lowercase();
+            if usage.get(&email).map(|u| u.reset_generation).unwrap_or(0) < c.reset_generation {
+                if let Err(e) = self.store.reset_usage(&email, c.reset_generation) {
+                    return fail(report, "agent store", e);
+                }
+            }
+        }
+        if let Err(e) = self.store.save_proxy_state(&state) {
+            return fail(report, "agent store", e);
+        }
+        inner.desired = state;
+        let changes = self.converge(&mut inner).await;
+        report.users_added = changes.added;
+        report.users_removed = changes.removed;
+        report.inbounds_changed = changes.inbounds_changed;
+        report.core_restarted = changes.restarted;
+        report.failures.extend(changes.failures);
+        report.revision = inner.desired.revision;
+        self.publish(&inner);
+        report
+    }
+
+    /// Makes the core match the desired state: recomputes cut-offs, rewrites the config, and
+    /// either restarts the core (inbound set changed) or changes users one by one.
+    async fn converge(&self, inner: &mut Inner) -> Changes {
+        let mut changes = Changes::default();
+        let usage = self.store.usage().unwrap_or_default();
+        let now = now_ms();
+        let mut cut = BTreeMap::new();
+        for c in inner.desired.clients.iter().filter(|c| c.enable) {
+            let used = usage.get(&c.email.to_lowercase()).copied().unwrap_or_default();
+            if let Some(why) = limits::cut_off(c, used, now) {
+                if !inner.cut_off.contains_key(&c.email.to_lowercase()) {
+                    tracing::info!(email = %c.email, reason = ?why, "client cut off");
+                }
+                cut.insert(c.email.to_lowercase(), why);
+            }
+        }
+        inner.cut_off = cut;
+        let served = reconcile::served_inbounds(&inner.desired.inbounds);
+        let cut_keys: BTreeSet<String> = inner.cut_off.keys().cloned().collect();
+        let want = reconcile::wanted_users(&served, &inner.desired.clients, &cut_keys);
+        let inbounds_changed = served != inner.served;
+        let diff = reconcile::diff_users(&inner.on_core, &want);
+        if !inbounds_changed && diff.is_empty() {
+            return changes;
+        }
+        {
+            // Only a new inbound set can make the core refuse its config; user lists cannot.
+            if let Err(e) = self.write_config(&served, &want, inbounds_changed).await {
+                changes.failures.push(("core config".into(), e));
+                return changes;
+            }
+        }
+        if inbounds_changed {
+            changes.inbounds_changed = served.len().abs_diff(inner.served.len()).max(1) as u32;
+            changes.added = diff.add.len() as u32;
+            changes.removed = diff.remove.len() as u32;
+            inner.served = served;
+            inner.on_core = want;
+            changes.restarted = true;
+            if let Err(e) = self.restart_core(inner).await {
+                changes.failures.push(("core restart".into(), e));
+            }
+            return changes;
+        }
+        for k in diff.remove {
+            match self.api.remove_user(&k.0, &k.1).await {
+                Ok(()) | Err(CoreApiError::NotFound(_)) => {
+                    inner.on_core.remove(&k);
+                    changes.removed += 1;
+                }
+                Err(e) => changes.failures.push((format!("remove {} from {}", k.1, k.0), e.to_string())),
+            }
+        }
+        for c in diff.add {
+            let Some(inbound) = inner.served.iter().find(|i| i.tag == c.inbound_tag) else { continue };
+            match self.api.add_user(&inbound.tag, &inbound.protocol, &c, None).await {
+                Ok(()) | Err(CoreApiError::AlreadyExists(_)) => {
+                    inner.on_core.insert(reconcile::key(&c), c);
+                    changes.added += 1;
+                }
+                Err(e) => changes.failures.push((format!("add {} to {}", c.email, c.inbound_tag), e.to_string())),
+            }
+        }
+        changes
+    }
+
+    async fn write_config(
+        &self,
+        served: &[InboundSpec],
+        users: &BTreeMap<UserKey, ClientSpec>,
+        check: bool,
+    ) -> Result<(), String> {
+        let Some(path) = self.config_path.clone() else { return Ok(()) };
+        let text = render_config(self.flavor, self.api_port, served, users).map_err(|e| e.to_string())?;
+        let check = if let (Some(binary), true) = (&self.binary, check) {
+            // Test the new file before it replaces the one the core runs on.
+            let candidate = path.with_extension("candidate.json");
+            let write = candidate.clone();
+            let bytes = text.clone();
+            tokio::task::spawn_blocking(move || config::write_atomic(&write, &bytes))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let verdict = process::check_config(self.flavor, binary, &candidate).await;
+            let _ = std::fs::remove_file(&candidate);
+            verdict
+        } else {
+            Ok(())
+        };
+        check.map_err(|e| format!("{} refused the config: {e}", self.flavor.as_str()))?;
+        tokio::task::spawn_blocking(move || config::write_atomic(&path, &text))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Restarts the core and waits for its API; the caller has written the config.
+    async fn restart_core(&self, inner: &mut Inner) -> Result<(), String> {
+        // Read what the old process counted so far: its counters die with it.
+        if let Err(e) = self.poll(inner).await {
+            tracing::debug!(error = %e, "final poll before restart failed");
+        }
+        match (&self.process, &self.restart_command) {
+            (Some(p), _) => p.restart().await,
+            (None, Some(cmd)) => {
+                let status = tokio::process::Command::new("sh").arg("-c").arg(cmd).status().await;
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => return Err(format!("restart command {cmd:?} exited with {s}")),
+                    Err(e) => return Err(format!("restart command {cmd:?}: {e}")),
+                }
+            }
+            (None, None) => return Err("external core without restart_command: restart it yourself".into()),
+        }
+        let _ = self.store.clear_baselines();
+        inner.last_uptime = None;
+        if let Some(p) = &self.process {
+            inner.generation = p.generation();
+        }
+        inner.last_uptime = Some(self.wait_api().await?);
+        // An external core may have come back from another config: re-add everyone.
+        if self.process.is_none() {
+            self.readd_users(inner).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for the core's API to answer; returns the core's uptime.
+    async fn wait_api(&self) -> Result<u32, String> {
+        let deadline = Instant::now() + API_READY_TIMEOUT;
+        loop {
+            match self.api.sys_uptime().await {
+                Ok(uptime) => return Ok(uptime),
+                Err(e) if Instant::now() > deadline => return Err(format!("core API not answering: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn readd_users(&self, inner: &mut Inner) {
+        for c in inner.on_core.values() {
+            let Some(inbound) = inner.served.iter().find(|i| i.tag == c.inbound_tag) else { continue };
+            match self.api.add_user(&inbound.tag, &inbound.protocol, c, None).await {
+                Ok(()) | Err(CoreApiError::AlreadyExists(_)) => {}
+                Err(e) => tracing::warn!(email = %c.email, error = %e, "cannot re-add user after core restart"),
+            }
+        }
+    }
+
+    /// Restarts the core on request (API `restart-xray`).
+    async fn restart_now(&self) -> CoreStatus {
+        let mut inner = self.inner.lock().await;
+        if let Err(e) = self.restart_core(&mut inner).await {
+            inner.last_error = Some(e);
+        }
+        self.publish(&inner);
+        self.status_tx.borrow().clone()
+    }
+
+    fn publish(&self, inner: &Inner) {
+        let running = match &self.process {
+            Some(p) => p.is_running(),
+            None => inner.last_uptime.is_some(),
+        };
+        let uptime_secs = match &self.process {
+            Some(p) => p.started_at().map(|s| s.elapsed().as_secs()).unwrap_or(0),
+            None => inner.last_uptime.unwrap_or(0) as u64,
+        };
+        let state = match (&self.process, running, inner.last_uptime.is_some()) {
+            (_, true, true) => CoreState::Running,
+            (Some(_), true, false) => CoreState::Starting,
+            (Some(_), false, _) if self.is_stopped() => CoreState::Stopped,
+            (Some(_), false, _) => CoreState::Restarting,
+            (None, _, _) => CoreState::Unreachable,
+        };
+        let mut online: Vec<String> =
+            inner.recent.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        online.sort();
+        let last_error = inner.last_error.clone().or_else(|| self.process.as_ref().and_then(|p| p.last_error()));
+        let status = CoreStatus {
+            flavor: Some(self.flavor),
+            state,
+            version: self.version.clone(),
+            uptime_secs,
+            per_user_stats: true,
+            applied_revision: inner.desired.revision,
+            online,
+            online_source: if self.flavor == CoreFlavor::Xray {
+                OnlineSource::CoreApi
+            } else {
+                OnlineSource::RecentTraffic
+            },
+            cut_off: inner.cut_off.iter().map(|(e, w)| (e.clone(), *w)).collect(),
+            last_error,
+        };
+        // Uptime moves every second; only a change in anything else is news for the link.
+        self.status_tx.send_if_modified(|old| {
+            let changed = CoreStatus { uptime_secs: old.uptime_secs, ..status.clone() } != *old;
+            *old = status;
+            changed
+        });
+    }
+
+    /// The housekeeping loop: poll stats, notice core restarts, expire clients.
+    async fn run(self: std::sync::Arc<Self>, data_dir: PathBuf) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_poll = Instant::now() + self.stats_interval;
+        loop {
+            tick.tick().await;
+            if self.is_stopped() {
+                return;
+            }
+            let mut inner = self.inner.lock().await;
+            if let Some(p) = &self.process {
+                if p.generation() != inner.generation {
+                    // The core died and the supervisor restarted it from our config: its counters
+                    // start from zero, and users added live since the last config write are in the
+                    // file too (every change rewrites it).
+                    tracing::warn!(error = ?p.last_error(), "proxy core restarted by the supervisor");
+                    inner.generation = p.generation();
+                    inner.last_uptime = None;
+                    let _ = self.store.clear_baselines();
+                    remember_core_pid(&data_dir, p.pid());
+                }
+            }
+            if Instant::now() >= next_poll {
+                next_poll = Instant::now() + self.stats_interval;
+                match self.poll(&mut inner).await {
+                    Ok(()) => inner.last_error = None,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "stats poll failed");
+                        inner.last_uptime = None;
+                    }
+                }
+            }
+            let _ = self.converge(&mut inner).await;
+            self.publish(&inner);
+        }
+    }
+
+    /// One stats poll, committed to the journal. The caller holds `inner`, which serialises
+    /// polls with restarts so a poll never straddles a counter reset.
+    async fn poll(&self, inner: &mut Inner) -> Result<(), String> {
+        let uptime = self.api.sys_uptime().await.map_err(|e| e.to_string())?;
+        if inner.last_uptime.is_some_and(|last| uptime < last) {
+            // An external core restarted behind our back: counters reset, users lost on v2ray.
+            tracing::warn!("proxy core restarted (uptime went back); re-adding users");
+            let _ = self.store.clear_baselines();
+            if self.process.is_none() {
+                self.readd_users(inner).await;
+            }
+        }
+        inner.last_uptime = Some(uptime);
+        let reading = self.api.query_stats("", false).await.map_err(|e| e.to_string())?;
+        let baselines = self.store.baselines().map_err(|e| e.to_string())?;
+        let d = stats::deltas(&reading, &baselines);
+        let moved: HashSet<String> = d.users.iter().map(|u| u.email.to_lowercase()).collect();
+        let poll = Poll { taken_at_ms: now_ms() as u64, baselines: d.baselines, users: d.users, inbounds: d.inbounds };
+        let store = self.store.clone();
+        let seq = tokio::task::spawn_blocking(move || store.record_poll(&poll))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some(seq) = seq {
+            self.journal_tx.send_replace(seq);
+        }
+        inner.recent.push_back(moved);
+        while inner.recent.len() > 2 {
+            inner.recent.pop_front();
+        }
+        if self.flavor == CoreFlavor::Xray {
+            if let Ok(Some(online)) = self.api.online_users().await {
+                inner.recent.clear();
+                inner.recent.push_back(online.into_iter().map(|e| e.to_lowercase()).collect());
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the driver has run.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+#[async_trait::async_trait]
+impl ProxyCore for CoreDriver {
+    fn applied_revision(&self) -> u64 {
+        self.status_tx.borrow().applied_revision
+    }
+
+    fn status(&self) -> watch::Receiver<CoreStatus> {
+        self.status_tx.subscribe()
+    }
+
+    fn journal(&self) -> watch::Receiver<u64> {
+        self.journal_tx.subscribe()
+    }
+
+    async fn current_status(&self) -> CoreStatus {
+        let inner = self.inner.lock().await;
+        self.publish(&inner);
+        self.status_tx.borrow().clone()
+    }
+
+    async fn apply(&self, state: ProxyState) -> ApplyReport {
+        self.apply_state(state).await
+    }
+
+    async fn restart(&self) -> CoreStatus {
+        self.restart_now().await
+    }
+
+    fn logs(&self, query: &LogQuery) -> Vec<LogLine> {
+        match &self.process {
+            Some(p) => p.logs(query.count as usize, query.min_level),
+            None => vec![],
+        }
+    }
+
+    fn journal_id(&self) -> Result<u64, StateError> {
+        self.store.journal_id()
+    }
+
+    fn journal_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredBatch>, StateError> {
+        self.store.journal_after(seq, limit)
+    }
+
+    fn journal_committed(&self, seq: u64) -> Result<(), StateError> {
+        self.store.delete_journal_through(seq).map(drop)
+    }
+}
+
+#[derive(Default)]
+struct Changes {
+    added: u32,
+    removed: u32,
+    inbounds_changed: u32,
+    restarted: bool,
+    failures: Vec<(String, String)>,
+}
+
+fn fail(mut report: ApplyReport, what: &str, e: impl std::fmt::Display) -> ApplyReport {
+    report.failures.push((what.to_string(), e.to_string()));
+    report
+}
+
+fn render_config(
+    flavor: CoreFlavor,
+    api_port: u16,
+    served: &[InboundSpec],
+    users: &BTreeMap<UserKey, ClientSpec>,
+) -> Result<Vec<u8>, DriverError> {
+    let clients: Vec<ClientSpec> = users.values().cloned().collect();
+    let input = CoreConfigInput { flavor, api_port, inbounds: served, clients: &clients, log_level: "warning" };
+    let value = config::build(&input).map_err(|e| DriverError::Config("build".into(), e.to_string()))?;
+    serde_json::to_vec_pretty(&value).map_err(|e| DriverError::Config("encode".into(), e.to_string()))
+}
+
+/// Whether the inbound's port can be bound now (TCP), so a port held by another program is
+/// refused with a clear reason instead of crash-looping the core.
+fn port_free(inbound: &InboundSpec) -> Result<(), String> {
+    let ip: std::net::IpAddr = if inbound.listen.is_empty() {
+        std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        inbound.listen.parse().map_err(|_| format!("listen address {:?} is not an IP address", inbound.listen))?
+    };
+    std::net::TcpListener::bind((ip, inbound.port))
+        .map(drop)
+        .map_err(|e| format!("port {} is already in use on this node ({e})", inbound.port))
+}
+
+const CORE_PID_FILE: &str = "core.pid";
+
+/// Records the supervised core's pid, so a restarted agent can stop an orphan left by a crash.
+fn remember_core_pid(data_dir: &Path, pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = std::fs::write(data_dir.join(CORE_PID_FILE), pid.to_string());
+    }
+}
+
+/// Stops a core left running by a previous agent process that was killed (it would hold the
+/// inbound and API ports), but only if that pid still runs the same binary.
+fn kill_stale_core(data_dir: &Path, binary: &Path) {
+    let Ok(text) = std::fs::read_to_string(data_dir.join(CORE_PID_FILE)) else { return };
+    let Ok(pid) = text.trim().parse::<u32>() else { return };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let same = exe.as_deref().zip(std::fs::canonicalize(binary).ok()).is_some_and(|(a, b)| a == b);
+    if same {
+        tracing::warn!(pid, "stopping a proxy core left behind by a previous agent run");
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        for _ in 0..50 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_file(data_dir.join(CORE_PID_FILE));
+}
