@@ -19,6 +19,10 @@ use flotilla_protocol::messages::{
     Capabilities, Event, EventAck, EventKind, Heartbeat, Hello, ProtocolVersion, Upgrade, Welcome, ENVELOPE_VERSION,
 };
 use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::proxy::{
+    ApplyReport, ClientSpec, CoreFlavor, CoreState, CoreStatus, CutOff, InboundSpec, InboundTraffic, LogLevel, LogLine,
+    LogQuery, OnlineSource, ProxyState, TrafficBatch, UserTraffic,
+};
 use flotilla_protocol::rpc::{Request, RequestKind, Response, RpcError, RpcResult};
 use flotilla_protocol::token::JoinToken;
 use flotilla_protocol::{Envelope, Message, NodeId, RequestId, ALPN_ENROLL, ALPN_LINK};
@@ -311,6 +315,132 @@ fn numbered_constants() {
     assert_eq!(RequestKind::METRICS_NOW, RequestKind(3));
     assert_eq!(Capabilities::METRICS, Capabilities(1));
     assert_eq!(Capabilities::CERT_RENEWAL, Capabilities(2));
+    assert_eq!(Capabilities::PROXY_CORE, Capabilities(4));
+    assert_eq!(EventKind::TRAFFIC_BATCH, EventKind(2));
+    assert_eq!(EventKind::CORE_STATUS, EventKind(3));
+    assert_eq!(RequestKind::APPLY_PROXY_STATE, RequestKind(4));
+    assert_eq!(RequestKind::RESTART_CORE, RequestKind(5));
+    assert_eq!(RequestKind::CORE_LOGS, RequestKind(6));
+    assert_eq!(RequestKind::CORE_STATUS, RequestKind(7));
     assert_eq!(ALPN_LINK, b"flotilla/1");
     assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
+}
+
+// ---- proxy cores ------------------------------------------------------------------------------
+
+fn proxy_state() -> ProxyState {
+    ProxyState {
+        revision: 301,
+        inbounds: vec![InboundSpec {
+            tag: "inbound-443".into(),
+            listen: String::new(),
+            port: 443,
+            protocol: "vless".into(),
+            settings: r#"{"decryption":"none"}"#.into(),
+            stream_settings: r#"{"network":"tcp"}"#.into(),
+            sniffing: "{}".into(),
+            enable: true,
+        }],
+        clients: vec![ClientSpec {
+            inbound_tag: "inbound-443".into(),
+            email: "анна@example.com".into(),
+            secret: "5783a3e7-e373-51cd-8642-c83782b807c5".into(),
+            flow: "xtls-rprx-vision".into(),
+            enable: true,
+            expiry_ms: 1_735_689_600_000,
+            total_bytes: 107_374_182_400,
+            reset_generation: 2,
+        }],
+    }
+}
+
+#[test]
+fn proxy_state_body() {
+    check_body(&proxy_state(), "fb2d01010b696e626f756e642d34343300fbbb0105766c657373157b2264656372797074696f6e223a226e6f6e65227d117b226e6574776f726b223a22746370227d027b7d01010b696e626f756e642d34343314d0b0d0bdd0bdd0b0406578616d706c652e636f6d2435373833613365372d653337332d353163642d383634322d6338333738326238303763351078746c732d727072782d766973696f6e01fd00f8523e28030000fd000000001900000002");
+}
+
+#[test]
+fn apply_report_body() {
+    let report = ApplyReport {
+        revision: 301,
+        users_added: 300,
+        users_removed: 1,
+        inbounds_changed: 1,
+        core_restarted: true,
+        failures: vec![("inbound inbound-8443".into(), "v2ray 4.34 cannot serve REALITY".into())],
+    };
+    check_body(&report, "fb2d01fb2c010101010114696e626f756e6420696e626f756e642d383434331f763272617920342e33342063616e6e6f74207365727665205245414c495459");
+}
+
+#[test]
+fn core_status_body_every_state() {
+    let states = [
+        CoreState::NotInstalled,
+        CoreState::Starting,
+        CoreState::Running,
+        CoreState::Restarting,
+        CoreState::Unreachable,
+        CoreState::Stopped,
+    ];
+    let golden = [
+        "01010006342e33342e30fc8051010001fb2d010103614078010203624078000363407801010f65786974207374617475733a203233",
+        "01010106342e33342e30fc8051010001fb2d010103614078010203624078000363407801010f65786974207374617475733a203233",
+        "01010206342e33342e30fc8051010001fb2d010103614078010203624078000363407801010f65786974207374617475733a203233",
+        "01010306342e33342e30fc8051010001fb2d010103614078010203624078000363407801010f65786974207374617475733a203233",
+        "01010406342e33342e30fc8051010001fb2d010103614078010203624078000363407801010f65786974207374617475733a203233",
+        "01010506342e33342e30fc8051010001fb2d010103614078010203624078000363407801010f65786974207374617475733a203233",
+    ];
+    for (state, golden) in states.into_iter().zip(golden) {
+        let status = CoreStatus {
+            flavor: Some(CoreFlavor::V2ray),
+            state,
+            version: "4.34.0".into(),
+            uptime_secs: 86_400,
+            per_user_stats: true,
+            applied_revision: 301,
+            online: vec!["a@x".into()],
+            online_source: OnlineSource::RecentTraffic,
+            cut_off: vec![("b@x".into(), CutOff::Expired), ("c@x".into(), CutOff::Depleted)],
+            last_error: Some("exit status: 23".into()),
+        };
+        check_body(&status, golden);
+    }
+    for flavor in [CoreFlavor::Xray, CoreFlavor::V2ray, CoreFlavor::SingBox] {
+        let golden = match flavor {
+            CoreFlavor::Xray => "010000",
+            CoreFlavor::V2ray => "010100",
+            CoreFlavor::SingBox => "010200",
+        };
+        check_body(&(Some(flavor), OnlineSource::CoreApi), golden);
+    }
+}
+
+#[test]
+fn traffic_batch_body() {
+    let batch = TrafficBatch {
+        journal: 0x1234_5678_9abc,
+        seq: 300,
+        taken_at_ms: 1_717_171_717_171,
+        users: vec![UserTraffic { email: "a@x".into(), up: 87, down: 10_485_966 }],
+        inbounds: vec![InboundTraffic { tag: "inbound-443".into(), up: 120, down: 10_761_337 }],
+    };
+    check_body(
+        &batch,
+        "fdbc9a785634120000fb2c01fd330469cf8f010000010361407857fcce00a000010b696e626f756e642d34343378fc7934a400",
+    );
+}
+
+#[test]
+fn log_bodies() {
+    check_body(&LogQuery { count: 100, min_level: LogLevel::Warning }, "6402");
+    let lines = vec![
+        LogLine { at_ms: 1_717_171_717_171, level: LogLevel::Debug, text: "d".into() },
+        LogLine { at_ms: 1_717_171_717_172, level: LogLevel::Info, text: "i".into() },
+        LogLine { at_ms: 1_717_171_717_173, level: LogLevel::Warning, text: "w".into() },
+        LogLine { at_ms: 1_717_171_717_174, level: LogLevel::Error, text: "e".into() },
+    ];
+    check_body(
+        &lines,
+        "04fd330469cf8f010000000164fd340469cf8f010000010169fd350469cf8f010000020177fd360469cf8f010000030165",
+    );
 }
