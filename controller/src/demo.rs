@@ -4,14 +4,18 @@
 use std::future::Future;
 use std::time::Duration;
 
+use flotilla_agent::drivers::core::{CoreDriver, CoreSettings, ProxyCore};
 use flotilla_agent::link::{self, RunSettings};
 use flotilla_agent::state::StateStore;
+use std::sync::Arc;
 
 use crate::server::{self, AdminBootstrap, Settings, INITIAL_PASSWORD_FILE};
 use crate::store::NewNode;
 
 /// Name of the node the demo's local agent is enrolled as.
 pub const DEMO_NODE: &str = "local";
+/// Port of the inbound the banner's example creates.
+const DEMO_PORT: u16 = 24443;
 
 /// Runs the demo until `stop` completes.
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -47,10 +51,27 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         let enrolled = flotilla_agent::enroll::enroll(&agent_state, &token.token, None, false).await?;
         println!("enrolled the local agent as node {} ({})", enrolled.identity.node_id, enrolled.identity.node_name);
     }
+    // The local agent supervises the first proxy core on PATH (`.ci/demo` installs v2ray).
+    let agent_dir = data_dir.join("agent");
+    let core = match CoreDriver::start(&CoreSettings::default(), agent_state.clone(), &agent_dir).await {
+        Ok(core) => core,
+        Err(e) => {
+            println!("proxy core: {e}; the demo runs without one");
+            None
+        }
+    };
+    let core_note = match &core {
+        Some(_) => "the local agent supervises a proxy core (v2ray/xray found on PATH)".to_string(),
+        None => "no proxy core found on PATH: install v2ray (apt-get install v2ray) for the proxy examples".to_string(),
+    };
     let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(link::run(
         agent_state,
-        RunSettings { metrics_interval: Duration::from_secs(5), controller_override: None },
+        RunSettings {
+            metrics_interval: Duration::from_secs(5),
+            controller_override: None,
+            core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
+        },
         stop_rx,
     ));
 
@@ -69,12 +90,22 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
     println!("  curl -u '{user}:{pw}' {base}/api/v1/servers/status");
     println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/nodes -H 'Content-Type: application/json' -d '{{\"name\":\"nl-1\",\"url\":\"https://203.0.113.7:443/\"}}'");
     println!();
+    println!("Proxy ({core_note}):");
+    println!("  # a VLESS inbound on port {DEMO_PORT} of every node, then a client on it");
+    println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/inbounds -H 'Content-Type: application/json' -d '{{\"port\":{DEMO_PORT},\"protocol\":\"vless\",\"remark\":\"demo\",\"settings\":{{\"decryption\":\"none\"}},\"streamSettings\":{{\"network\":\"tcp\",\"security\":\"none\"}}}}'");
+    println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/clients/batch-add -H 'Content-Type: application/json' -d '{{\"clients\":[{{\"email\":\"demo@example.com\",\"inbound_id\":1,\"totalGB\":100}}]}}'");
+    println!("  # the subscription (no auth): base64 of the share links, usable on this machine");
+    println!("  curl {base}/api/v1/sub/demo@example.com");
+    println!();
     println!("Press Ctrl-C to stop.");
 
     stop.await;
     println!("stopping…");
     let _ = stop_agent.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    if let Some(core) = core {
+        core.stop().await;
+    }
     running.shutdown().await;
     Ok(())
 }

@@ -8,5 +8,7 @@ pub mod demo;
 pub mod fleet;
 pub mod pki;
 pub mod private_file;
+pub mod proxy;
 pub mod server;
+pub mod sharelinks;
 pub mod store;

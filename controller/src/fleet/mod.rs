@@ -2,6 +2,7 @@
 //! cache the HTTP APIs read.
 
 mod enroll;
+pub mod push;
 mod server;
 mod session;
 pub mod tls;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use flotilla_protocol::close::CloseCode;
 use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::proxy::CoreStatus;
 use flotilla_protocol::rpc::{Request, RequestKind};
 use flotilla_protocol::token::JoinToken;
 use flotilla_protocol::{NodeId, RequestId};
@@ -52,6 +54,12 @@ pub struct NodeLive {
     pub facts: Option<HostFacts>,
     pub peer_addr: Option<SocketAddr>,
     pub agent_version: Option<String>,
+    /// The agent drives a proxy core.
+    pub proxy_capable: bool,
+    /// Last status of the node's proxy core, and when it arrived (the agent does not resend it
+    /// just because the uptime moved).
+    pub core: Option<CoreStatus>,
+    pub core_reported_at: Option<std::time::Instant>,
 }
 
 struct SessionSlot {
@@ -115,6 +123,8 @@ pub struct Fleet {
     next_session: AtomicU64,
     next_request: AtomicU64,
     endpoint: quinn::Endpoint,
+    /// One lock per node so pushes of its proxy state reach the agent in revision order.
+    push_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -142,6 +152,7 @@ impl Fleet {
             next_session: AtomicU64::new(1),
             next_request: AtomicU64::new(1),
             endpoint,
+            push_locks: Mutex::new(HashMap::new()),
         });
         tokio::spawn(server::accept_loop(fleet.clone()));
         Ok(fleet)
@@ -160,6 +171,11 @@ impl Fleet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, NodeEntry>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store behind the fleet.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Live state of one node (default: never connected since this controller started).
@@ -249,6 +265,9 @@ impl Fleet {
             facts: Some(hello.facts.clone()),
             peer_addr: Some(conn.remote_address()),
             agent_version: Some(hello.agent_version.clone()),
+            proxy_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::PROXY_CORE),
+            core: entry.live.core.take(),
+            core_reported_at: entry.live.core_reported_at.take(),
         };
         entry.session = Some(SessionSlot { id, conn });
         id

@@ -8,8 +8,9 @@ use flotilla_protocol::close::CloseCode;
 use flotilla_protocol::codec;
 use flotilla_protocol::enroll::{RenewRequest, Renewed};
 use flotilla_protocol::io::{read_message, write_message};
-use flotilla_protocol::messages::{EventKind, Heartbeat, Hello, Message, Upgrade, Welcome};
+use flotilla_protocol::messages::{Capabilities, EventAck, EventKind, Heartbeat, Hello, Message, Upgrade, Welcome};
 use flotilla_protocol::metrics::MetricsSample;
+use flotilla_protocol::proxy::{CoreStatus, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
 use flotilla_protocol::{NodeId, PROTOCOL_VERSION};
 use time::OffsetDateTime;
@@ -137,6 +138,15 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
         return;
     }
     tracing::info!(agent = %hello.agent_version, host = %hello.facts.hostname, "agent connected");
+    // The agent converges on its own from what it stored; it needs a push only when the
+    // controller holds a newer (or, after a restore, different) revision.
+    if hello.capabilities.contains(Capabilities::PROXY_CORE) && hello.applied_revision != record.revision {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let outcome = fleet.push_proxy_state(node).await;
+            tracing::info!(status = outcome.status(), errors = ?outcome.errors(), "desired proxy state pushed on connect");
+        });
+    }
 
     // The control stream is read by its own task: frame reads are not cancel-safe in a select.
     let (tx, mut rx) = mpsc::channel(64);
@@ -183,6 +193,45 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                             });
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable metrics sample dropped"),
+                    },
+                    EventKind::TRAFFIC_BATCH => {
+                        let batch = match codec::decode_from::<TrafficBatch>(&event.body) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                close(&conn, CloseCode::PROTOCOL_ERROR, "undecodable traffic batch");
+                                break format!("undecodable traffic batch: {e}");
+                            }
+                        };
+                        let store = fleet.store.clone();
+                        // Ack only after the commit: an unacked batch is resent and skipped
+                        // as a duplicate if it had been committed after all.
+                        match tokio::task::spawn_blocking(move || store.apply_traffic_batch(node, &batch)).await {
+                            Ok(Ok(_)) => {
+                                if let Err(e) = write_message(&mut send, Message::EventAck(EventAck { seq: event.seq })).await {
+                                    break format!("control stream write failed: {e}");
+                                }
+                            }
+                            Ok(Err(e)) => tracing::error!(error = %e, "cannot commit a traffic batch; the agent will resend it"),
+                            Err(_) => break "traffic commit task failed".to_string(),
+                        }
+                    }
+                    EventKind::CORE_STATUS => match codec::decode_from::<CoreStatus>(&event.body) {
+                        Ok(status) => {
+                            let changed = fleet.live(node).core.map(|c| c.cut_off) != Some(status.cut_off.clone());
+                            if changed {
+                                let store = fleet.store.clone();
+                                let cut = status.cut_off.clone();
+                                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.set_cut_offs(node, &cut)).await {
+                                    tracing::warn!(error = %e, "cannot record cut-off clients");
+                                }
+                            }
+                            fleet.update_live(node, session, |live| {
+                                live.core = Some(status);
+                                live.core_reported_at = Some(Instant::now());
+                                live.last_seen = Some(OffsetDateTime::now_utc());
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable core status dropped"),
                     },
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },

@@ -38,7 +38,7 @@ async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(link::run(
         state,
-        RunSettings { metrics_interval: Duration::from_secs(60), controller_override: Some(quic) },
+        RunSettings { metrics_interval: Duration::from_secs(60), controller_override: Some(quic), core: None },
         stopped,
     ));
 

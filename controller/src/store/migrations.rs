@@ -45,4 +45,67 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX node_certs_node ON node_certs(node_id);
     "#,
+    // 2: proxy inbounds and clients per node, traffic totals, the journal cursor per node, and
+    // subscription fetch counts.
+    r#"
+    ALTER TABLE nodes ADD COLUMN next_inbound_id INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE inbounds (
+        node_id         INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        id              INTEGER NOT NULL,
+        tag             TEXT NOT NULL,
+        listen          TEXT NOT NULL DEFAULT '',
+        port            INTEGER NOT NULL,
+        protocol        TEXT NOT NULL,
+        remark          TEXT NOT NULL DEFAULT '',
+        enable          INTEGER NOT NULL DEFAULT 1,
+        settings        TEXT NOT NULL,
+        stream_settings TEXT NOT NULL,
+        sniffing        TEXT NOT NULL,
+        up              INTEGER NOT NULL DEFAULT 0,
+        down            INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,
+        PRIMARY KEY (node_id, id),
+        UNIQUE (node_id, port),
+        UNIQUE (node_id, tag)
+    );
+    CREATE TABLE clients (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        node_id          INTEGER NOT NULL,
+        inbound_id       INTEGER NOT NULL,
+        email            TEXT NOT NULL COLLATE NOCASE,
+        secret           TEXT NOT NULL,
+        flow             TEXT NOT NULL DEFAULT '',
+        enable           INTEGER NOT NULL DEFAULT 1,
+        expiry_ms        INTEGER NOT NULL DEFAULT 0,
+        total_bytes      INTEGER NOT NULL DEFAULT 0,
+        limit_ip         INTEGER NOT NULL DEFAULT 0,
+        sub_id           TEXT NOT NULL DEFAULT '',
+        tg_id            TEXT NOT NULL DEFAULT '',
+        comment          TEXT NOT NULL DEFAULT '',
+        reset_generation INTEGER NOT NULL DEFAULT 0,
+        up               INTEGER NOT NULL DEFAULT 0,
+        down             INTEGER NOT NULL DEFAULT 0,
+        cut_off          TEXT,
+        created_at       INTEGER NOT NULL,
+        FOREIGN KEY (node_id, inbound_id) REFERENCES inbounds(node_id, id) ON DELETE CASCADE,
+        UNIQUE (node_id, email)
+    );
+    CREATE INDEX clients_email ON clients(email);
+    CREATE INDEX clients_secret ON clients(secret);
+    CREATE TABLE traffic_cursors (
+        node_id INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+        journal INTEGER NOT NULL,
+        seq     INTEGER NOT NULL
+    );
+    CREATE TABLE node_traffic (
+        node_id INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+        up      INTEGER NOT NULL DEFAULT 0,
+        down    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE sub_fetches (
+        email   TEXT PRIMARY KEY COLLATE NOCASE,
+        count   INTEGER NOT NULL,
+        last_at INTEGER NOT NULL
+    );
+    "#,
 ];

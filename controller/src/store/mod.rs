@@ -2,6 +2,7 @@
 //! migrations. All SQL lives under this module; the rest of the controller sees typed methods.
 
 mod migrations;
+mod proxy;
 mod secrets;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use flotilla_protocol::NodeId;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
+pub use proxy::{ClientFilter, ClientRecord, InboundRecord, NewClient, NewInbound};
 pub use secrets::SecretBox;
 
 /// Store failures.
@@ -30,6 +32,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("password hashing: {0}")]
     Hash(String),
+    /// The change breaks a rule of the data (a port or email already taken); the message names
+    /// the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 /// Roles of built-in users.

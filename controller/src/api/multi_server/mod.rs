@@ -1,8 +1,12 @@
 //! The Multi-Server Manager API (`api-docs/multi-server-manager.md`): HTTP Basic auth, errors as
 //! `{"detail": "…"}`.
 
+mod clients;
+mod inbounds;
 mod nodes;
 mod servers;
+mod subscription;
+mod traffic;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
@@ -27,6 +31,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/servers/status", get(servers::status_all))
         .route("/api/v1/servers/availability", get(servers::availability))
         .route("/api/v1/servers/{node_id}/status", get(servers::status_one))
+        .route("/api/v1/servers/{node_id}/restart-xray", post(servers::restart_core))
+        .route("/api/v1/servers/{node_id}/logs", get(servers::logs))
+        .route("/api/v1/inbounds", get(inbounds::list).post(inbounds::create))
+        .route("/api/v1/inbounds/clone", post(inbounds::clone))
+        .route("/api/v1/inbounds/{inbound_id}", axum::routing::delete(inbounds::delete))
+        .route("/api/v1/clients", get(clients::list))
+        .route("/api/v1/clients/batch-add", post(clients::batch_add))
+        .route("/api/v1/clients/batch-delete", post(clients::batch_delete))
+        .route("/api/v1/clients/online", get(clients::online))
+        .route("/api/v1/clients/{client_id}", axum::routing::put(clients::update).delete(clients::delete))
+        .route("/api/v1/clients/{client_id}/reset-traffic", post(clients::reset_traffic))
+        .route("/api/v1/traffic/stats", get(traffic::stats))
+        .route("/api/v1/automation/reset-all-traffic", post(traffic::reset_all))
+        .route("/api/v1/emails", get(subscription::emails))
+        .route("/api/v1/sub/{email}", get(subscription::subscription))
 }
 
 /// Errors of this family, rendered as `{"detail": "…"}`.
@@ -71,6 +90,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::Invalid(why) => ApiError::BadRequest(why),
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -159,6 +180,38 @@ impl FromRequestParts<AppState> for NodeIdPath {
 /// The stored node, or a 404.
 fn existing_node(state: &AppState, id: flotilla_protocol::NodeId) -> Result<crate::store::NodeRecord, ApiError> {
     state.store.node(id)?.ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))
+}
+
+/// The address clients reach the node at: the host of its `url`, else the public address its
+/// agent reported, else the address its link comes from.
+fn node_address(node: &crate::store::NodeRecord, live: &crate::fleet::NodeLive) -> Option<String> {
+    node.public_host
+        .clone()
+        .or_else(|| {
+            live.facts.as_ref().or(node.facts.as_ref()).and_then(|f| f.public_ips.first()).map(|ip| ip.to_string())
+        })
+        .or_else(|| live.peer_addr.map(|a| a.ip().to_string()))
+}
+
+/// The nodes a multi-node request targets: all of them for `null`/absent, else each listed one
+/// (an unknown id is a 404).
+fn target_nodes(state: &AppState, ids: Option<&[i64]>) -> Result<Vec<crate::store::NodeRecord>, ApiError> {
+    let all = state.store.nodes()?;
+    let Some(ids) = ids else { return Ok(all) };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let node =
+            all.iter().find(|n| n.id.0 == *id).ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+        if !out.iter().any(|n: &crate::store::NodeRecord| n.id == node.id) {
+            out.push(node.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -5,7 +5,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{existing_node, ApiError, BasicUser, JsonBody, NodeIdPath};
+use super::{existing_node, node_address, ApiError, BasicUser, JsonBody, NodeIdPath};
 use crate::api::{timestamp, AppState};
 use crate::fleet::IssuedToken;
 use crate::store::{NewNode, NodeRecord};
@@ -56,13 +56,7 @@ fn validate_name(name: Option<String>) -> Result<String, ApiError> {
 /// The documented node object, plus Flotilla's link fields.
 fn node_json(state: &AppState, node: &NodeRecord) -> Value {
     let live = state.fleet.live(node.id);
-    let ip = node
-        .public_host
-        .clone()
-        .or_else(|| {
-            live.facts.as_ref().or(node.facts.as_ref()).and_then(|f| f.public_ips.first()).map(|ip| ip.to_string())
-        })
-        .or_else(|| live.peer_addr.map(|a| a.ip().to_string()));
+    let ip = node_address(node, &live);
     json!({
         "id": node.id.0,
         "name": node.name,

@@ -10,8 +10,12 @@ use time::OffsetDateTime;
 
 use super::{existing_node, ApiError, BasicUser, NodeIdPath};
 use crate::api::{timestamp, AppState};
-use crate::fleet::NodeLive;
+use crate::fleet::push::PUSH_TIMEOUT;
+use crate::fleet::{FleetError, NodeLive};
 use crate::store::NodeRecord;
+use flotilla_protocol::codec;
+use flotilla_protocol::proxy::{CoreState, CoreStatus, LogLevel, LogLine, LogQuery};
+use flotilla_protocol::rpc::RequestKind;
 
 fn percent(used: u64, total: u64) -> f64 {
     if total == 0 {
@@ -83,12 +87,111 @@ fn status_json(state: &AppState, node: &NodeRecord) -> Value {
         }),
         None => Value::Null,
     };
-    // Filled by the proxy-core driver once a core is managed on the node.
-    row["xray"] = json!({ "state": "not_installed", "running": false, "version": "", "uptime": 0 });
+    row["xray"] = core_json(&view.live);
     row["network"] = metrics.map(|m| json!({ "upload": m.net_tx_bytes, "download": m.net_rx_bytes })).into();
     row["host"] = json!(view.live.facts.as_ref().or(node.facts.as_ref()));
     row["agent_version"] = json!(view.live.agent_version);
     row
+}
+
+/// The `xray` block: the node's proxy core as its agent last reported it.
+fn core_json(live: &NodeLive) -> Value {
+    match (&live.core, live.connected) {
+        (Some(core), true) => json!({
+            "state": core.state.as_str(),
+            "running": core.state == CoreState::Running,
+            "version": core.version,
+            "uptime": if core.state == CoreState::Running {
+                core.uptime_secs + live.core_reported_at.map(|t| t.elapsed().as_secs()).unwrap_or(0)
+            } else {
+                0
+            },
+            "core": core.flavor.map(|f| f.as_str()),
+            "per_user_stats": core.per_user_stats,
+            "error": core.last_error,
+        }),
+        // Seen earlier, but the node is away now: what its core does is unknown.
+        (Some(core), false) => json!({
+            "state": CoreState::Unreachable.as_str(), "running": false, "version": core.version, "uptime": 0,
+            "core": core.flavor.map(|f| f.as_str()),
+        }),
+        (None, true) if live.proxy_capable => {
+            json!({ "state": "starting", "running": false, "version": "", "uptime": 0 })
+        }
+        (None, _) => json!({ "state": "not_installed", "running": false, "version": "", "uptime": 0 }),
+    }
+}
+
+/// Calls the node's agent; offline or core-less nodes are a clear 4xx, not a 500.
+async fn core_call(state: &AppState, node: &NodeRecord, kind: RequestKind, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let live = state.fleet.live(node.id);
+    if !live.connected {
+        return Err(ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)));
+    }
+    if !live.proxy_capable {
+        return Err(ApiError::Conflict(format!("node {} ({}) has no proxy core", node.id, node.name)));
+    }
+    state.fleet.call(node.id, kind, body, PUSH_TIMEOUT).await.map_err(|e| match e {
+        FleetError::NotConnected(_) => ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)),
+        FleetError::Rpc { error, .. } => ApiError::Conflict(format!("node {} ({}): {error}", node.id, node.name)),
+        other => ApiError::Internal(other.to_string()),
+    })
+}
+
+pub async fn restart_core(
+    _: BasicUser,
+    State(state): State<AppState>,
+    NodeIdPath(id): NodeIdPath,
+) -> Result<Json<Value>, ApiError> {
+    let node = existing_node(&state, id)?;
+    let answer = core_call(&state, &node, RequestKind::RESTART_CORE, vec![]).await?;
+    let status: CoreStatus = codec::decode_from(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({
+        "success": status.state == CoreState::Running,
+        "node": node.name,
+        "state": status.state.as_str(),
+        "version": status.version,
+        "error": status.last_error,
+    })))
+}
+
+/// `?count=&level=` of the logs endpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct LogsQuery {
+    count: Option<String>,
+    level: Option<String>,
+}
+
+pub async fn logs(
+    _: BasicUser,
+    State(state): State<AppState>,
+    NodeIdPath(id): NodeIdPath,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let node = existing_node(&state, id)?;
+    let count = match q.count.as_deref() {
+        None | Some("") => 100,
+        Some(c) => c
+            .parse::<u32>()
+            .ok()
+            .filter(|c| (1..=10_000).contains(c))
+            .ok_or_else(|| ApiError::BadRequest(format!("count: must be an integer from 1 to 10000, got {c:?}")))?,
+    };
+    let level = match q.level.as_deref() {
+        None | Some("") => LogLevel::Info,
+        Some(l) => LogLevel::parse(l)
+            .ok_or_else(|| ApiError::BadRequest(format!("level: must be debug, info, warning or error, got {l:?}")))?,
+    };
+    let body =
+        codec::encode_body(&LogQuery { count, min_level: level }).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let answer = core_call(&state, &node, RequestKind::CORE_LOGS, body).await?;
+    let lines: Vec<LogLine> = codec::decode_from(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let logs: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+    let entries: Vec<Value> =
+        lines.iter().map(|l| json!({ "time": l.at_ms, "level": l.level.as_str(), "message": l.text })).collect();
+    Ok(Json(
+        json!({ "node": node.name, "count": logs.len(), "level": level.as_str(), "logs": logs, "entries": entries }),
+    ))
 }
 
 pub async fn status_all(_: BasicUser, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

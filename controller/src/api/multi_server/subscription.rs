@@ -1,0 +1,114 @@
+//! `/api/v1/sub/{email}` (public) and `/api/v1/emails`: subscriptions gather one email's share
+//! links across the fleet, each pointing at its node's public address.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use flotilla_protocol::NodeId;
+use serde_json::{json, Value};
+
+use super::{node_address, now_ms, ApiError, BasicUser};
+use crate::api::AppState;
+use crate::proxy;
+use crate::sharelinks::{self, LinkClient, LinkInbound};
+use crate::store::InboundRecord;
+
+/// Hours clients wait between subscription refreshes.
+const UPDATE_INTERVAL_HOURS: &str = "12";
+
+pub async fn subscription(State(state): State<AppState>, Path(email): Path<String>) -> Result<Response, ApiError> {
+    let clients = state.store.clients_with_email(&email)?;
+    if clients.is_empty() {
+        return Err(ApiError::NotFound(format!("no client with email {email:?}")));
+    }
+    let nodes: HashMap<NodeId, _> = state.store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
+    let mut inbounds: HashMap<(NodeId, i64), InboundRecord> = HashMap::new();
+    for node in clients.iter().map(|c| c.node_id).collect::<BTreeSet<_>>() {
+        for i in state.store.inbounds(Some(node))? {
+            inbounds.insert((i.node_id, i.id), i);
+        }
+    }
+    let now = now_ms();
+    let (mut up, mut down, mut total, mut expire) = (0u64, 0u64, 0u64, 0i64);
+    let mut links = vec![];
+    for c in &clients {
+        up += c.up;
+        down += c.down;
+        total = total.saturating_add(c.total_bytes);
+        if c.expiry_ms > 0 {
+            expire = if expire == 0 { c.expiry_ms } else { expire.min(c.expiry_ms) };
+        }
+        if !c.enable || c.expired(now) || c.depleted() {
+            continue;
+        }
+        let (Some(node), Some(inbound)) = (nodes.get(&c.node_id), inbounds.get(&(c.node_id, c.inbound_id))) else {
+            continue;
+        };
+        if !inbound.enable {
+            continue;
+        }
+        let Some(host) = node_address(node, &state.fleet.live(node.id)) else { continue };
+        let settings = proxy::stored_object(&inbound.settings);
+        let stream = proxy::stored_object(&inbound.stream_settings);
+        let remark = if inbound.remark.is_empty() { node.name.as_str() } else { inbound.remark.as_str() };
+        let link_inbound = LinkInbound {
+            protocol: &inbound.protocol,
+            port: inbound.port,
+            remark,
+            settings: &settings,
+            stream_settings: &stream,
+        };
+        let link_client = LinkClient { email: &c.email, secret: &c.secret, flow: &c.flow };
+        if let Some(link) = sharelinks::share_link(&host, &link_inbound, &link_client) {
+            links.push(link);
+        }
+    }
+    // A quota of 0 on any client means unlimited for the subscription as a whole.
+    if clients.iter().any(|c| c.total_bytes == 0) {
+        total = 0;
+    }
+    if let Err(e) = state.store.record_sub_fetch(&clients[0].email) {
+        tracing::warn!(error = %e, "cannot count a subscription fetch");
+    }
+    let mut headers = HeaderMap::new();
+    let set = |h: &mut HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(&mut headers, "subscription-userinfo", sharelinks::userinfo_header(up, down, total, expire / 1000));
+    set(&mut headers, "profile-update-interval", UPDATE_INTERVAL_HOURS.into());
+    set(
+        &mut headers,
+        "profile-title",
+        format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(clients[0].email.as_bytes())),
+    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    Ok((StatusCode::OK, headers, sharelinks::subscription_body(&links)).into_response())
+}
+
+pub async fn emails(_: BasicUser, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut emails: Vec<String> = vec![];
+    let mut seen = BTreeSet::new();
+    for c in state.store.clients(None, None)? {
+        if seen.insert(c.email.to_lowercase()) {
+            emails.push(c.email);
+        }
+    }
+    emails.sort_by_key(|e| e.to_lowercase());
+    let fetches = state.store.sub_fetches()?;
+    let format = time::macros::format_description!("[day].[month] [hour]:[minute]");
+    let stats: serde_json::Map<String, Value> = emails
+        .iter()
+        .filter_map(|e| {
+            let (count, last) = fetches.get(&e.to_lowercase())?;
+            Some((e.clone(), json!({ "count": count, "last": last.format(&format).unwrap_or_default() })))
+        })
+        .collect();
+    Ok(Json(json!({ "emails": emails, "stats": stats })))
+}

@@ -1,0 +1,107 @@
+//! Pushing a node's desired proxy state to its agent, and fanning a change out to many nodes at
+//! once with a deadline: one slow or offline node never holds up the others. An offline node
+//! keeps the change in the store and gets it when it reconnects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_protocol::codec;
+use flotilla_protocol::proxy::ApplyReport;
+use flotilla_protocol::rpc::RequestKind;
+use flotilla_protocol::NodeId;
+
+use super::{Fleet, FleetError};
+
+/// How long a push may take: a core restart (new inbound) or thousands of users take seconds.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What happened to a change on one node.
+#[derive(Debug, Clone)]
+pub enum PushOutcome {
+    /// The agent applied it; `failures` lists what its core refused.
+    Applied(ApplyReport),
+    /// The node is offline; the change is stored and converges when it reconnects.
+    Queued,
+    /// The agent could not be reached in time or failed; the change is stored.
+    Failed(String),
+}
+
+impl PushOutcome {
+    /// The API's per-node status word.
+    pub fn status(&self) -> &'static str {
+        match self {
+            PushOutcome::Applied(r) if r.failures.is_empty() => "applied",
+            PushOutcome::Applied(_) => "partial",
+            PushOutcome::Queued => "queued",
+            PushOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Errors to report for this node.
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            PushOutcome::Applied(r) => r.failures.iter().map(|(what, why)| format!("{what}: {why}")).collect(),
+            PushOutcome::Queued => vec![],
+            PushOutcome::Failed(e) => vec![e.clone()],
+        }
+    }
+}
+
+impl Fleet {
+    fn push_lock(&self, node: NodeId) -> Arc<tokio::sync::Mutex<()>> {
+        self.push_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(node).or_default().clone()
+    }
+
+    /// Sends the node's current desired proxy state to its agent and waits for it to apply.
+    /// Pushes to one node are serialised, and each reads the state afresh, so the agent sees
+    /// revisions in order.
+    pub async fn push_proxy_state(self: &Arc<Self>, node: NodeId) -> PushOutcome {
+        if !self.live(node).connected {
+            return PushOutcome::Queued;
+        }
+        let lock = self.push_lock(node);
+        let _serial = lock.lock().await;
+        let store = self.store.clone();
+        let state = match tokio::task::spawn_blocking(move || store.proxy_state(node)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return PushOutcome::Failed(e.to_string()),
+            Err(e) => return PushOutcome::Failed(e.to_string()),
+        };
+        let body = match codec::encode_body(&state) {
+            Ok(b) => b,
+            Err(e) => return PushOutcome::Failed(format!("proxy state too large to send: {e}")),
+        };
+        match self.call(node, RequestKind::APPLY_PROXY_STATE, body, PUSH_TIMEOUT).await {
+            Ok(answer) => match codec::decode_from::<ApplyReport>(&answer) {
+                Ok(report) => {
+                    tracing::debug!(node_id = %node, revision = report.revision, added = report.users_added,
+                        removed = report.users_removed, "proxy state applied");
+                    PushOutcome::Applied(report)
+                }
+                Err(e) => PushOutcome::Failed(format!("unreadable answer: {e}")),
+            },
+            Err(FleetError::NotConnected(_)) => PushOutcome::Queued,
+            Err(e) => PushOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Pushes to every node in `nodes` concurrently.
+    pub async fn push_many(self: &Arc<Self>, nodes: &[NodeId]) -> HashMap<NodeId, PushOutcome> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &node in nodes {
+            let fleet = self.clone();
+            tasks.spawn(async move { (node, fleet.push_proxy_state(node).await) });
+        }
+        let mut out = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((node, outcome)) = joined {
+                out.insert(node, outcome);
+            }
+        }
+        for &node in nodes {
+            out.entry(node).or_insert_with(|| PushOutcome::Failed("push task failed".into()));
+        }
+        out
+    }
+}
