@@ -18,6 +18,8 @@ use crate::netns::{self, FleetNet};
 pub struct FleetOptions {
     pub heartbeat_interval: Duration,
     pub metrics_interval: Duration,
+    /// How often agents read their proxy core's traffic counters.
+    pub stats_interval: Duration,
     pub agent_cert_lifetime: Option<Duration>,
     pub join_token_ttl: Option<Duration>,
     /// Use loopback even when namespaces are available.
@@ -29,6 +31,7 @@ impl Default for FleetOptions {
         FleetOptions {
             heartbeat_interval: Duration::from_secs(1),
             metrics_interval: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(1),
             agent_cert_lifetime: None,
             join_token_ttl: None,
             loopback: false,
@@ -87,7 +90,10 @@ pub struct Api {
 
 impl Api {
     fn new(base: String, user: String, password: String) -> Api {
-        Api { base, user, password, agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build() }
+        // No connection reuse: a pooled connection the server has just closed (after answering
+        // an error without reading the body) would fail the next request with a spurious EOF.
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build();
+        Api { base, user, password, agent }
     }
 
     /// `Authorization` value for the admin.
@@ -184,6 +190,8 @@ pub struct Fleet {
     pub agent_quic: SocketAddr,
     agents: Vec<Agent>,
     hosts_made: u8,
+    /// Helper processes (HTTP servers, client cores) killed on drop.
+    helpers: Vec<Child>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -309,6 +317,7 @@ impl Fleet {
             agent_quic,
             agents: vec![],
             hosts_made: 0,
+            helpers: vec![],
         };
         fleet.start_controller();
         fleet
@@ -437,6 +446,7 @@ impl Fleet {
     /// Starts (or restarts) agent `index`'s `run` process, with `extra` arguments.
     pub fn start_agent_with(&mut self, index: usize, extra: &[&str]) {
         let metrics = format!("{}ms", self.opts.metrics_interval.as_millis());
+        let stats_interval = self.opts.stats_interval;
         let agent = &mut self.agents[index];
         assert!(agent.child.is_none(), "agent {} already running", agent.host.name);
         let mut args: Vec<String> = vec![
@@ -447,6 +457,8 @@ impl Fleet {
             "run".into(),
             "--metrics-interval".into(),
             metrics,
+            "--stats-interval".into(),
+            format!("{}ms", stats_interval.as_millis()),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         agent.child =
@@ -507,9 +519,24 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Starts `program args` in namespace `ns` (None: here) with output to `log`; the process is
+    /// killed when the fleet is dropped.
+    pub fn spawn_helper(&mut self, ns: Option<&str>, program: &Path, args: &[String], log: &Path) -> u32 {
+        let child = spawn_logged(ns, program, args, log);
+        let pid = child.id();
+        self.helpers.push(child);
+        pid
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         let failed = std::thread::panicking();
+        for mut c in self.helpers.drain(..) {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
+        }
         for a in &mut self.agents {
             if let Some(mut c) = a.child.take() {
                 kill(&mut c, "-KILL");

@@ -1,21 +1,30 @@
 //! `flotilla-bench`: one process simulating N agents against one real controller.
 //!
 //! Every simulated agent is enrolled for real (its own key, CSR and certificate), then holds a
-//! real mutual-TLS QUIC link that answers heartbeats, exactly like `flotilla-agent` minus the
-//! metrics driver. Reports connect time, controller RSS and CPU at steady state, and the heartbeat
-//! RTT the controller measured (p50/p99, from `/api/v1/servers/availability`).
+//! real mutual-TLS QUIC link that answers heartbeats and sends what a busy `flotilla-agent` sends
+//! at its default rates: a metrics sample every 5 s (real sysinfo readings from one sampler
+//! shared by all simulated agents) and a traffic batch every 10 s from an in-memory proxy core
+//! ([`RecordingCore`]: the batches are synthetic, their path through the link and the
+//! controller's store is the real one). Reports connect time, controller RSS and CPU at steady
+//! state, the heartbeat RTT the controller measured (p50/p99, from
+//! `/api/v1/servers/availability`), and optionally how long adding one client to every node takes
+//! end to end (`POST /api/v1/clients/batch-add`, answered once every agent applied it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use flotilla_agent::drivers::core::ProxyCore;
+use flotilla_agent::drivers::metrics::MetricsSampler;
 use flotilla_agent::link::{self, ServeContext};
 use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::token::JoinToken;
+use flotilla_tests::bench_core::{CoreCounters, RecordingCore, TrafficTicker};
 use flotilla_tests::harness::{basic_header, free_port};
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -39,6 +48,19 @@ struct Args {
     /// Handshakes (enrollments, connects) in flight at once.
     #[arg(long, default_value_t = 128)]
     concurrency: usize,
+    /// Metrics sample interval of every simulated agent (agent default 5s; 0s: no metrics).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    metrics_interval: Duration,
+    /// Traffic poll interval of every simulated agent: one journal row each (agent default
+    /// 10s; 0s: no traffic batches).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    stats_interval: Duration,
+    /// Users with traffic in each simulated traffic batch.
+    #[arg(long, default_value_t = 10)]
+    users_per_agent: usize,
+    /// Rounds of "add one client to every node" to time after the steady state (0: skip).
+    #[arg(long, default_value_t = 20)]
+    add_client_rounds: usize,
     /// Directory with the flotilla-controller binary (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -147,6 +169,13 @@ fn main() -> anyhow::Result<()> {
         "flotilla-bench: {} simulated agents, heartbeat {:?}, {} client endpoints",
         args.agents, args.heartbeat, args.endpoints
     );
+    let every = |d: Duration| if d.is_zero() { "off".to_string() } else { format!("every {d:?}") };
+    println!(
+        "  per agent: metrics {} (real sysinfo sample), traffic batch {} with {} users (synthetic)",
+        every(args.metrics_interval),
+        every(args.stats_interval),
+        args.users_per_agent
+    );
     let idle_rss = proc_usage(pid)?.0;
 
     // 1. Nodes, through the real API (several client threads).
@@ -215,12 +244,32 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
         .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")))
         .collect::<Result<_, _>>()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let ctx = ServeContext { state: None, sampler: None, metrics_interval: Duration::from_secs(3600) };
+    // Metrics: the link only takes a real `MetricsSampler`, so all simulated agents share one
+    // (each sample reads /proc and statvfs once: the simulator pays that, the controller gets
+    // real-sized samples at the real rate).
+    let sampler = (!args.metrics_interval.is_zero()).then(|| Arc::new(Mutex::new(MetricsSampler::new())));
+    let counters = Arc::new(CoreCounters::default());
+    let users = if args.stats_interval.is_zero() { 0 } else { args.users_per_agent };
+    let cores: Vec<Arc<RecordingCore>> =
+        (0..identities.len()).map(|i| RecordingCore::new(&format!("sim-{i}"), users, counters.clone())).collect();
+    // Bounded: stops with the run, and after an hour at most.
+    let _ticker = (users > 0)
+        .then(|| TrafficTicker::spawn(cores.clone(), args.stats_interval, Duration::from_secs(3600), stop_rx.clone()));
     let t = Instant::now();
     let mut connects = vec![];
     for (i, identity) in identities.into_iter().enumerate() {
         let endpoint = endpoints[i % endpoints.len()].clone();
-        let (limit, ctx, mut stop) = (limit.clone(), ctx.clone(), stop_rx.clone());
+        let ctx = ServeContext {
+            state: None,
+            sampler: sampler.clone(),
+            metrics_interval: if args.metrics_interval.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                args.metrics_interval
+            },
+            core: Some(cores[i].clone() as Arc<dyn ProxyCore>),
+        };
+        let (limit, mut stop) = (limit.clone(), stop_rx.clone());
         let target = ctl.quic;
         connects.push(tokio::spawn(async move {
             let mut attempts = 0;
@@ -228,7 +277,7 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
                 attempts += 1;
                 let permit = limit.acquire().await.expect("semaphore");
                 let facts = HostFacts { hostname: format!("sim-{i}"), cpu_cores: 1, ..Default::default() };
-                match link::connect(&endpoint, &identity, target, facts).await {
+                match link::connect(&endpoint, &identity, target, facts, &ctx).await {
                     Ok(e) => break e,
                     Err(e) if attempts >= 5 => return Err(anyhow::anyhow!("agent {i}: {e}")),
                     Err(_) => {
@@ -268,17 +317,44 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
     // 4. Steady state: several heartbeat rounds, then CPU over a window and RSS at its end.
     tokio::time::sleep(args.heartbeat * 2).await;
     let (_, _, ticks0) = proc_usage(pid)?;
+    let (_, _, own0) = proc_usage(std::process::id())?;
+    let (written0, committed0) =
+        (counters.rows_written.load(Ordering::Relaxed), counters.rows_committed.load(Ordering::Relaxed));
     let w = Instant::now();
     tokio::time::sleep(args.settle).await;
     let (rss, peak, ticks1) = proc_usage(pid)?;
-    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / w.elapsed().as_secs_f64() * 100.0;
+    let (_, _, own1) = proc_usage(std::process::id())?;
+    let window = w.elapsed().as_secs_f64();
+    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / window * 100.0;
+    let own_cpu = (own1 - own0) as f64 / clock_ticks() / window * 100.0;
+    let written = counters.rows_written.load(Ordering::Relaxed) - written0;
+    let committed = counters.rows_committed.load(Ordering::Relaxed) - committed0;
     println!(
         "  controller RSS at steady state: {:.1} MiB (peak {:.1} MiB, idle before agents {:.1} MiB)",
         rss as f64 / 1048576.0,
         peak as f64 / 1048576.0,
         idle_rss as f64 / 1048576.0
     );
-    println!("  controller CPU at steady state: {cpu:.1} % of one core (over {:.0} s)", w.elapsed().as_secs_f64());
+    println!("  controller CPU at steady state: {cpu:.1} % of one core (over {window:.0} s)");
+    if sampler.is_some() {
+        println!(
+            "  metrics load: {:.0} samples/s expected ({} links / {:?})",
+            connected.len() as f64 / args.metrics_interval.as_secs_f64(),
+            connected.len(),
+            args.metrics_interval
+        );
+    }
+    if users > 0 {
+        println!(
+            "  traffic load: {:.0} batches/s written, {:.0}/s committed by the controller ({} users each; {} rows still unacked, {} dropped)",
+            written as f64 / window,
+            committed as f64 / window,
+            users,
+            counters.rows_written.load(Ordering::Relaxed) - counters.rows_committed.load(Ordering::Relaxed),
+            counters.rows_dropped.load(Ordering::Relaxed),
+        );
+    }
+    println!("  simulator CPU in the same window: {own_cpu:.1} % of one core (shares the machine with the controller)");
 
     // 5. RTTs as the controller measured them.
     let (http, auth) = (ctl.http.clone(), ctl.auth.clone());
@@ -302,6 +378,12 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
         println!("  (simulator process RSS: {:.1} MiB)", own_rss as f64 / 1048576.0);
     }
 
+    let added = if args.add_client_rounds > 0 && !connected.is_empty() {
+        add_client_rounds(args, ctl, &cores).await
+    } else {
+        Ok(())
+    };
+
     let _ = stop_tx.send(true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     for e in &endpoints {
@@ -309,6 +391,82 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
     }
     if available < connected.len() {
         bail!("{} links connected but only {available} available", connected.len());
+    }
+    added
+}
+
+/// A blocking authenticated POST of `body` (off the async threads); the JSON answer.
+async fn post(ctl: &Controller, path: &str, body: Value) -> anyhow::Result<Value> {
+    let (url, auth) = (format!("{}{path}", ctl.http), ctl.auth.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(300)).build();
+        match agent.post(&url).set("Authorization", &auth).send_json(body) {
+            Ok(r) => Ok(r.into_json()?),
+            Err(ureq::Error::Status(code, r)) => bail!("{url}: HTTP {code}: {}", r.into_string().unwrap_or_default()),
+            Err(e) => bail!("{url}: {e}"),
+        }
+    })
+    .await?
+}
+
+/// Per-node `status` words of a fan-out answer: (applied, anything else).
+fn statuses(answer: &Value) -> (usize, usize) {
+    let rows = answer["results"].as_array().cloned().unwrap_or_default();
+    let applied = rows.iter().filter(|r| r["status"] == "applied").count();
+    (applied, rows.len() - applied)
+}
+
+/// One vless inbound on every node, then `--add-client-rounds` times one new client on every
+/// node, each call timed: the API answers once every node's agent has applied the change (the
+/// controller pushes each node's whole proxy state, here to in-memory cores).
+async fn add_client_rounds(args: &Args, ctl: &Controller, cores: &[Arc<RecordingCore>]) -> anyhow::Result<()> {
+    let nodes = cores.len();
+    let t = Instant::now();
+    let answer = post(
+        ctl,
+        "/api/v1/inbounds",
+        serde_json::json!({ "node_ids": null, "port": 30001, "protocol": "vless", "settings": { "decryption": "none" } }),
+    )
+    .await?;
+    let (applied, other) = statuses(&answer);
+    println!(
+        "  create one vless inbound on all {nodes} nodes (POST /api/v1/inbounds): {:.3} s, {applied} applied, {other} not",
+        t.elapsed().as_secs_f64()
+    );
+    let mut times = vec![];
+    let (mut applied_total, mut other_total) = (0, 0);
+    for k in 0..args.add_client_rounds {
+        let body = serde_json::json!({
+            "node_ids": null,
+            "clients": [{ "email": format!("bench-{k}@x"), "inbound_id": 1 }],
+        });
+        let t = Instant::now();
+        let answer = post(ctl, "/api/v1/clients/batch-add", body).await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let (applied, other) = statuses(&answer);
+        applied_total += applied;
+        other_total += other;
+        if other > 0 && other_total == other {
+            let bad = answer["results"].as_array().and_then(|r| r.iter().find(|r| r["status"] != "applied")).cloned();
+            eprintln!("  round {k}: {other} nodes not applied, e.g. {}", bad.unwrap_or_default());
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let with_all =
+        cores.iter().filter(|c| c.applied().is_some_and(|s| s.clients.len() == args.add_client_rounds)).count();
+    println!(
+        "  add one client to all {nodes} nodes (POST /api/v1/clients/batch-add, {} rounds): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        times.len(),
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        times.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  per-node statuses: {applied_total} applied, {other_total} not; cores holding all {} clients: {with_all}/{nodes}",
+        args.add_client_rounds
+    );
+    if other_total > 0 {
+        bail!("{other_total} per-node results were not \"applied\"");
     }
     Ok(())
 }
