@@ -92,4 +92,28 @@ mod tests {
         assert_eq!(missing.metrics_interval, Duration::from_secs(5));
         assert!(AgentConfig::load(Path::new("/nonexistent/agent.toml"), true).is_err());
     }
+
+    #[test]
+    fn core_section_parses_and_defaults_to_auto() {
+        use crate::drivers::core::CoreMode;
+        let c: AgentConfig = toml::from_str("").unwrap();
+        assert_eq!((c.core.mode, c.core.stats_interval), (CoreMode::Auto, Duration::from_secs(10)));
+        let c: AgentConfig = toml::from_str(
+            "[core]\nmode = \"external\"\nflavor = \"xray\"\napi = \"127.0.0.1:10085\"\n\
+             restart_command = \"systemctl restart xray\"\nstats_interval = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.core.mode, CoreMode::External);
+        assert_eq!(c.core.api, Some("127.0.0.1:10085".parse().unwrap()));
+        assert_eq!(c.core.stats_interval, Duration::from_secs(2));
+        assert!(toml::from_str::<AgentConfig>("[core]\nmode = \"sometimes\"").is_err());
+        // Every commented-out key of the packaged file is a real key.
+        let packaged = include_str!("../../packaging/agent/agent.toml");
+        let uncommented: String = packaged
+            .lines()
+            .map(|l| l.strip_prefix('#').filter(|r| r.starts_with('[') || r.contains(" = ")).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        toml::from_str::<AgentConfig>(&uncommented).unwrap();
+    }
 }

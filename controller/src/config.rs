@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<Duration>,
     pub log: Option<String>,
     pub pam_service: Option<String>,
+    /// URL prefix every API is also served under (reverse proxies), e.g. "/my-panel".
+    pub base_path: Option<String>,
 }
 
 /// A config file that cannot be used.

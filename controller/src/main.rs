@@ -58,6 +58,11 @@ struct ServeArgs {
     /// [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
+    /// URL prefix every API is also served under, for a reverse proxy that forwards
+    /// https://example.com/my-panel/… unchanged, e.g. "/my-panel". The unprefixed paths keep
+    /// working. [default: none]
+    #[arg(long, value_parser = server::parse_base_path)]
+    base_path: Option<String>,
     /// First administrator's user name (created, or its password reset, at start).
     #[arg(long, env = "FLOTILLA_ADMIN_USER", requires = "admin_password")]
     admin_user: Option<String>,
@@ -175,6 +180,7 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             heartbeat_interval: args.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5)),
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
+        base_path: args.base_path.clone().or_else(|| file.base_path.clone()),
         // With the `pam` feature, the packaged /etc/pam.d/flotilla-controller stack by default.
         pam_service: file
             .pam_service

@@ -25,6 +25,23 @@ pub struct Settings {
     /// First admin (`--admin-user/--admin-password`); if the user exists its password is reset.
     pub admin: Option<(String, String)>,
     pub pam_service: Option<String>,
+    /// URL prefix every API is also served under (`/my-panel`), checked by [`parse_base_path`].
+    pub base_path: Option<String>,
+}
+
+/// Validates a `--base-path`: `/` followed by path segments, no trailing slash (`/` alone = none).
+pub fn parse_base_path(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if !trimmed.starts_with('/')
+        || trimmed.contains("//")
+        || trimmed.chars().any(|c| c.is_whitespace() || matches!(c, '?' | '#' | '{' | '}' | '*'))
+    {
+        return Err(format!("base path must look like /my-panel, got {raw:?}"));
+    }
+    Ok(trimmed.to_string())
 }
 
 /// Controller start-up failures.
@@ -40,6 +57,8 @@ pub enum StartError {
     Fleet(#[from] FleetError),
     #[error("cannot listen on HTTP {0}: {1}")]
     Http(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    BasePath(String),
 }
 
 /// How the first admin came to be.
@@ -112,7 +131,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let fleet = Fleet::start(store.clone(), pki, settings.fleet.clone(), &settings.data_dir)?;
     let quic_addr = fleet.local_addr().map_err(|e| FleetError::Endpoint(e.to_string()))?;
     let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
-    let app = api::app(AppState { store: store.clone(), fleet: fleet.clone(), auth });
+    let base_path = match settings.base_path.as_deref().map(parse_base_path).transpose() {
+        Ok(p) => p.filter(|p| !p.is_empty()),
+        Err(e) => return Err(StartError::BasePath(e)),
+    };
+    let app = api::app(AppState { store: store.clone(), fleet: fleet.clone(), auth }, base_path.as_deref());
     let listener =
         tokio::net::TcpListener::bind(settings.http).await.map_err(|e| StartError::Http(settings.http, e))?;
     let http_addr = listener.local_addr().map_err(|e| StartError::Http(settings.http, e))?;

@@ -39,6 +39,9 @@ impl Default for FleetOptions {
     }
 }
 
+/// URL prefix the test controller also serves every API under.
+pub const BASE_PATH: &str = "/my-panel";
+
 /// Directory holding the built binaries (`FLOTILLA_BIN_DIR`, else the target dir of this test).
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("FLOTILLA_BIN_DIR") {
@@ -296,6 +299,9 @@ impl Fleet {
             agent_quic.to_string(),
             "--heartbeat-interval".into(),
             format!("{}ms", opts.heartbeat_interval.as_millis()),
+            // Every API is also served under this prefix (the documents' reverse-proxy examples).
+            "--base-path".into(),
+            BASE_PATH.into(),
             "--admin-user".into(),
             "admin".into(),
             "--admin-password".into(),

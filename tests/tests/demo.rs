@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use base64::Engine;
+
 use flotilla_tests::harness::{basic_header, bin_dir, free_port, wait_for};
 use serde_json::Value;
 
@@ -91,8 +93,8 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     let banner = demo.banner();
     let text = banner.join("\n");
     assert!(text.contains(&format!("{base}/api/v1/")), "{text}");
-    assert!(text.contains("curl -u"), "two curl examples: {text}");
-    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 2, "{text}");
+    assert!(text.contains("curl -u"), "curl examples: {text}");
+    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 5, "{text}");
     let (user, password) = login(&banner);
     assert_eq!(user, "admin");
     assert!(password.len() >= 16, "generated password: {password}");
@@ -109,6 +111,31 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     let curl = banner.iter().find(|l| l.contains("/servers/status")).unwrap();
     assert!(curl.contains(&format!("{user}:{password}")), "{curl}");
 
+    // With v2ray installed (as .ci/demo does), the proxy examples work as printed: an inbound, a
+    // client, and a subscription whose link a real client core connects with on this machine.
+    if flotilla_tests::traffic::v2ray_binary().is_some() {
+        wait_for("the local core to run", Duration::from_secs(20), || {
+            let v = get(&format!("{base}/api/v1/servers/{node_id}/status"), &user, &password);
+            (v["xray"]["running"] == Value::Bool(true)).then_some(())
+        });
+        let run = |line: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(line.trim()).output().expect("sh");
+            assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let example =
+            |needle: &str| banner.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+        let inbound: Value = serde_json::from_str(&run(example("/api/v1/inbounds"))).unwrap();
+        assert_eq!(inbound["results"][0]["status"], "applied", "{inbound}");
+        let client: Value = serde_json::from_str(&run(example("/api/v1/clients/batch-add"))).unwrap();
+        assert_eq!(client["results"][0]["results"][0]["success"], Value::Bool(true), "{client}");
+        let sub = run(example("/api/v1/sub/"));
+        let links = base64::engine::general_purpose::STANDARD.decode(sub.trim()).expect("base64 subscription");
+        let link = String::from_utf8(links).unwrap().lines().next().unwrap().to_string();
+        assert!(link.starts_with("vless://") && link.contains("@127.0.0.1:"), "{link}");
+        demo_proxy_works(dir.path(), &link);
+    }
+
     assert!(demo.interrupt().success(), "Ctrl-C exits with status 0");
     assert!(dir.path().join("flotilla-demo/controller.db").exists());
 
@@ -123,4 +150,47 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
         (rows.len() == 1 && rows[0]["node_id"] == node_id && rows[0]["available"] == Value::Bool(true)).then_some(())
     });
     assert!(demo.interrupt().success());
+}
+
+/// Connects a real client core with the demo's share link and downloads through it.
+fn demo_proxy_works(dir: &std::path::Path, link: &str) {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::File::create(www.join("f.bin")).unwrap().set_len(100_000).unwrap();
+    let (http, socks) = (free_port(), free_port());
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", &http.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let config = serde_json::json!({
+        "log": { "loglevel": "warning" },
+        "inbounds": [{ "listen": "127.0.0.1", "port": socks, "protocol": "socks", "settings": { "auth": "noauth" } }],
+        "outbounds": [flotilla_tests::traffic::outbound_from_link(link)],
+    });
+    let path = dir.join("client.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut core = std::process::Command::new(flotilla_tests::traffic::v2ray_binary().unwrap())
+        .args(["-config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("v2ray");
+    let got = wait_for("a download through the demo's proxy", Duration::from_secs(15), || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{size_download}", "--max-time", "10", "--socks5-hostname"])
+            .arg(format!("127.0.0.1:{socks}"))
+            .arg(format!("http://127.0.0.1:{http}/f.bin"))
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().ok()).flatten()
+    });
+    let _ = core.kill();
+    let _ = core.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(got, 100_000);
 }

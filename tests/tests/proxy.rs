@@ -341,3 +341,54 @@ fn bad_input_is_a_4xx_that_names_the_field() {
     let stats = fleet.api.get("/api/v1/traffic/stats?group_by=planet");
     assert_eq!(stats.status, 400, "{}", stats.raw);
 }
+
+/// The document's own curl examples, verbatim but for scheme, host and credentials, against the
+/// `--base-path /my-panel` the harness sets (the document's reverse-proxy layout).
+#[test]
+fn the_documents_curl_examples_run_under_the_base_path() {
+    if !have_v2ray() {
+        return;
+    }
+    let (fleet, _agent, node) = fleet_with_core();
+    let inbound = create_vmess_inbound(&fleet, node, 23_470);
+    assert_eq!(inbound, 1, "the document's example adds to inbound 1");
+    let base = format!("{}{}", fleet.api.base, flotilla_tests::harness::BASE_PATH);
+    let creds = format!("{}:{}", fleet.api.user, fleet.api.password);
+    let curl = |args: &[&str]| -> Value {
+        let out = std::process::Command::new("curl").arg("-sS").args(args).output().expect("curl");
+        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("curl {args:?}: not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let nodes = curl(&["-u", &creds, &format!("{base}/api/v1/nodes")]);
+    assert_eq!(nodes[0]["id"], node, "{nodes}");
+    let added = curl(&[
+        "-u",
+        &creds,
+        "-X",
+        "POST",
+        &format!("{base}/api/v1/clients/batch-add"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{
+    "node_ids": [1],
+    "clients": [{
+      "email": "test@example.com",
+      "inbound_id": 1,
+      "totalGB": 100
+    }]
+  }"#,
+    ]);
+    assert_eq!(added["results"][0]["results"][0]["success"], json!(true), "{added}");
+    let clients = curl(&["-u", &creds, &format!("{base}/api/v1/clients?email=test@example.com")]);
+    assert_eq!(clients["clients"][0]["totalGB"], json!(100u64 << 30), "totalGB 100 is read as 100 GB: {clients}");
+    let status = curl(&["-u", &creds, &format!("{base}/api/v1/servers/status")]);
+    assert_eq!(status["servers"][0]["xray"]["running"], json!(true), "{status}");
+    let stats = curl(&["-u", &creds, &format!("{base}/api/v1/traffic/stats?group_by=client")]);
+    assert_eq!(stats["group_by"], "client", "{stats}");
+    assert!(stats["stats"]["test@example.com"].is_object(), "{stats}");
+    // Unknown paths under the prefix answer in the family's error shape.
+    let missing = curl(&["-u", &creds, &format!("{base}/api/v1/nope")]);
+    assert_eq!(missing["detail"], "Not Found");
+}

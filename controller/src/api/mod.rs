@@ -18,10 +18,15 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
 }
 
-/// The whole HTTP application.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(multi_server::router())
+/// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
+/// it and at the root, so scripts written for a reverse-proxied panel run unchanged either way.
+pub fn app(state: AppState, base_path: Option<&str>) -> Router {
+    let routes = Router::new().merge(multi_server::router());
+    let routes = match base_path {
+        Some(prefix) => Router::new().nest(prefix, routes.clone()).merge(routes),
+        None => routes,
+    };
+    routes
         .fallback(multi_server::not_found)
         .method_not_allowed_fallback(multi_server::method_not_allowed)
         .with_state(state)
