@@ -434,8 +434,14 @@ impl Fleet {
 
     /// Creates a node, a host for it, enrolls and starts its agent; returns the agent's index.
     pub fn add_agent(&mut self, name: &str) -> usize {
+        self.add_agent_configured(name, "")
+    }
+
+    /// Like [`Fleet::add_agent`], with `config` as the agent's `agent.toml`.
+    pub fn add_agent_configured(&mut self, name: &str, config: &str) -> usize {
         let (node_id, token) = self.create_node(name);
         let host = self.new_host(name);
+        std::fs::write(&host.config, config).unwrap();
         let out = self.agent_cmd(&host, &["enroll", &token]);
         assert!(
             out.status.success(),

@@ -569,6 +569,13 @@ impl Store {
             for i in &batch.inbounds {
                 inbound.execute(params![node.0, i.tag, i.up as i64, i.down as i64])?;
             }
+            // Cores without per-user counters (sing-box release builds) count per inbound only.
+            if batch.users.is_empty() {
+                for i in &batch.inbounds {
+                    up = up.saturating_add(i.up);
+                    down = down.saturating_add(i.down);
+                }
+            }
         }
         tx.execute(
             "INSERT INTO node_traffic (node_id, up, down) VALUES (?1, ?2, ?3)

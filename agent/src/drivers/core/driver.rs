@@ -20,14 +20,15 @@ use super::config::{self, CoreConfigInput};
 use super::process::{self, CoreProcess};
 use super::reconcile::{self, UserKey};
 use super::ProxyCore;
-use super::{limits, stats};
+use super::{limits, singbox, stats};
 use crate::state::{Poll, StateError, StateStore, StoredBatch};
 
 /// How the agent runs the proxy core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CoreMode {
-    /// Supervise the first of `xray`, `v2ray` found on `PATH`; no core if none is installed.
+    /// Supervise the first of `xray`, `v2ray`, `sing-box` found on `PATH`; no core if none is
+    /// installed.
     #[default]
     Auto,
     /// Supervise `binary` (or the first core on `PATH`); fail if there is none.
@@ -44,11 +45,12 @@ pub enum CoreMode {
 #[serde(deny_unknown_fields, default)]
 pub struct CoreSettings {
     pub mode: CoreMode,
-    /// `xray` or `v2ray` (default: from the binary's name).
+    /// `xray`, `v2ray` or `sing-box` (default: from the binary's name).
     pub flavor: Option<String>,
     /// Core binary (supervised mode).
     pub binary: Option<PathBuf>,
-    /// The core's gRPC API address (default: a free loopback port, picked once and kept).
+    /// The core's gRPC API address (sing-box: its clash API) (default: a free loopback port,
+    /// picked once and kept).
     pub api: Option<SocketAddr>,
     /// Config file the agent owns (default: `<data dir>/core/config.json`).
     pub config_path: Option<PathBuf>,
@@ -76,12 +78,10 @@ impl Default for CoreSettings {
 /// Why the core driver cannot start or act.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("no proxy core found on PATH (looked for xray, v2ray); install one or set [core] binary")]
+    #[error("no proxy core found on PATH (looked for xray, v2ray, sing-box); install one or set [core] binary")]
     NoCore,
-    #[error("unknown core flavor {0:?} (xray, v2ray)")]
+    #[error("unknown core flavor {0:?} (xray, v2ray, sing-box)")]
     UnknownFlavor(String),
-    #[error("{0} is not driven by this agent yet")]
-    UnsupportedFlavor(&'static str),
     #[error("external core mode needs [core] api")]
     NoApi,
     #[error(transparent)]
@@ -111,6 +111,9 @@ struct Inner {
     /// Emails with traffic in each of the last two polls.
     recent: VecDeque<HashSet<String>>,
     last_error: Option<String>,
+    /// sing-box: connections seen by the last poll, and when the config was last reloaded.
+    tracker: singbox::ConnectionTracker,
+    last_reload: Option<Instant>,
 }
 
 /// The running driver; shared by the link (requests, events) and its own poll loop.
@@ -118,6 +121,9 @@ pub struct CoreDriver {
     store: StateStore,
     flavor: CoreFlavor,
     api: CoreApi,
+    /// sing-box's clash API (its only control surface besides config + SIGHUP).
+    clash: Option<singbox::ClashApi>,
+    per_user_stats: bool,
     api_port: u16,
     binary: Option<PathBuf>,
     process: Option<CoreProcess>,
@@ -194,21 +200,18 @@ impl CoreDriver {
                         };
                         Some((flavor, b.clone()))
                     }
-                    None => process::find_on_path(&["xray", "v2ray"]),
+                    None => process::find_on_path(&["xray", "v2ray", "sing-box"]),
                 };
                 match found {
                     Some((flavor, binary)) => (flavor, Some(binary)),
                     None if settings.mode == CoreMode::Auto => {
-                        tracing::info!("no proxy core on PATH (xray, v2ray); proxy features disabled");
+                        tracing::info!("no proxy core on PATH (xray, v2ray, sing-box); proxy features disabled");
                         return Ok(None);
                     }
                     None => return Err(DriverError::NoCore),
                 }
             }
         };
-        if flavor == CoreFlavor::SingBox {
-            return Err(DriverError::UnsupportedFlavor("sing-box"));
-        }
         let port = api_port(&store, settings.api)?;
         let api_addr = settings.api.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
         let config_path = match (&binary, &settings.config_path) {
@@ -220,13 +223,24 @@ impl CoreDriver {
             Some(b) => process::detect_version(flavor, b).await.unwrap_or_default(),
             None => String::new(),
         };
+        // sing-box release builds lack the v2ray stats API: say so rather than invent numbers.
+        let per_user_stats = match (flavor, &binary) {
+            (CoreFlavor::SingBox, Some(b)) => {
+                if singbox::has_v2ray_api(b, data_dir).await {
+                    tracing::info!("this sing-box has the v2ray stats API; per-user stats from it are not wired yet");
+                }
+                false
+            }
+            (CoreFlavor::SingBox, None) => false,
+            _ => true,
+        };
         let desired = store.proxy_state()?.unwrap_or(ProxyState { revision: 0, inbounds: vec![], clients: vec![] });
         let initial = CoreStatus {
             flavor: Some(flavor),
             state: CoreState::Starting,
             version: version.clone(),
             uptime_secs: 0,
-            per_user_stats: true,
+            per_user_stats,
             applied_revision: desired.revision,
             online: vec![],
             online_source: if flavor == CoreFlavor::Xray { OnlineSource::CoreApi } else { OnlineSource::RecentTraffic },
@@ -239,6 +253,8 @@ impl CoreDriver {
             store,
             flavor,
             api: CoreApi::new(api_addr, flavor),
+            clash: (flavor == CoreFlavor::SingBox).then(|| singbox::ClashApi::new(api_addr)),
+            per_user_stats,
             api_port: api_addr.port(),
             binary: binary.clone(),
             process: None,
@@ -256,6 +272,8 @@ impl CoreDriver {
                 last_uptime: None,
                 recent: VecDeque::new(),
                 last_error: None,
+                tracker: singbox::ConnectionTracker::default(),
+                last_reload: None,
             }),
             status_tx,
             journal_tx,
@@ -288,6 +306,7 @@ impl CoreDriver {
             }
             let inner = driver.inner.get_mut();
             let text = render_config(flavor, driver.api_port, &inner.served, &inner.on_core)?;
+            // (sing-box's clash API shares the picked API port.)
             config::write_atomic(path, &text)
                 .map_err(|e| DriverError::Config(path.display().to_string(), e.to_string()))?;
         }
@@ -419,11 +438,26 @@ impl CoreDriver {
             return changes;
         }
         {
-            // Only a new inbound set can make the core refuse its config; user lists cannot.
-            if let Err(e) = self.write_config(&served, &want, inbounds_changed).await {
+            // Only a new inbound set can make the core refuse its config; user lists cannot
+            // (sing-box: always check, a refused reload would keep the old instance silently).
+            if let Err(e) = self.write_config(&served, &want, inbounds_changed || self.clash.is_some()).await {
                 changes.failures.push(("core config".into(), e));
                 return changes;
             }
+        }
+        if self.clash.is_some() {
+            // sing-box has no live user API: the rewritten config takes effect on a reload.
+            changes.inbounds_changed =
+                if inbounds_changed { served.len().abs_diff(inner.served.len()).max(1) as u32 } else { 0 };
+            changes.added = diff.add.len() as u32;
+            changes.removed = diff.remove.len() as u32;
+            inner.served = served;
+            inner.on_core = want;
+            changes.restarted = true;
+            if let Err(e) = self.reload(inner).await {
+                changes.failures.push(("core reload".into(), e));
+            }
+            return changes;
         }
         if inbounds_changed {
             changes.inbounds_changed = served.len().abs_diff(inner.served.len()).max(1) as u32;
@@ -513,18 +547,65 @@ impl CoreDriver {
             inner.generation = p.generation();
         }
         inner.last_uptime = Some(self.wait_api().await?);
+        inner.tracker.reset();
         // An external core may have come back from another config: re-add everyone.
-        if self.process.is_none() {
+        if self.process.is_none() && self.clash.is_none() {
             self.readd_users(inner).await;
         }
         Ok(())
+    }
+
+    /// The core's uptime in seconds, asking its API (which proves it answers).
+    async fn uptime(&self) -> Result<u32, String> {
+        match &self.clash {
+            Some(clash) => {
+                clash.version().await.map_err(|e| e.to_string())?;
+                let started = self.process.as_ref().and_then(|p| p.started_at());
+                Ok(started.map(|s| s.elapsed().as_secs() as u32).unwrap_or(0))
+            }
+            None => self.api.sys_uptime().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// sing-box: makes the rewritten config live with SIGHUP (or the external restart command),
+    /// at most once per [`singbox::RELOAD_DEBOUNCE`]: a reload drops every connection, and
+    /// changes made meanwhile are batched into the next push of the whole state.
+    async fn reload(&self, inner: &mut Inner) -> Result<(), String> {
+        if let Some(last) = inner.last_reload {
+            tokio::time::sleep(singbox::RELOAD_DEBOUNCE.saturating_sub(last.elapsed())).await;
+        }
+        // Count what the connections moved so far: the reload drops them.
+        if let Err(e) = self.poll(inner).await {
+            tracing::debug!(error = %e, "poll before reload failed");
+        }
+        let pid = self.process.as_ref().and_then(|p| p.pid());
+        match (pid, &self.restart_command) {
+            (Some(pid), _) => {
+                let status = tokio::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().await;
+                if !status.is_ok_and(|s| s.success()) {
+                    return Err(format!("cannot signal sing-box (pid {pid}) to reload"));
+                }
+            }
+            (None, Some(cmd)) => {
+                let status = tokio::process::Command::new("sh").arg("-c").arg(cmd).status().await;
+                if !status.is_ok_and(|s| s.success()) {
+                    return Err(format!("reload command {cmd:?} failed"));
+                }
+            }
+            (None, None) => return Err("sing-box is not running and no restart_command is set".into()),
+        }
+        inner.last_reload = Some(Instant::now());
+        inner.tracker.reset();
+        // The old instance answers until it is closed; give the reload a moment to begin.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.wait_api().await.map(drop)
     }
 
     /// Waits for the core's API to answer; returns the core's uptime.
     async fn wait_api(&self) -> Result<u32, String> {
         let deadline = Instant::now() + API_READY_TIMEOUT;
         loop {
-            match self.api.sys_uptime().await {
+            match self.uptime().await {
                 Ok(uptime) => return Ok(uptime),
                 Err(e) if Instant::now() > deadline => return Err(format!("core API not answering: {e}")),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -577,7 +658,7 @@ impl CoreDriver {
             state,
             version: self.version.clone(),
             uptime_secs,
-            per_user_stats: true,
+            per_user_stats: self.per_user_stats,
             applied_revision: inner.desired.revision,
             online,
             online_source: if self.flavor == CoreFlavor::Xray {
@@ -615,8 +696,15 @@ impl CoreDriver {
                     tracing::warn!(error = ?p.last_error(), "proxy core restarted by the supervisor");
                     inner.generation = p.generation();
                     inner.last_uptime = None;
+                    inner.tracker.reset();
                     let _ = self.store.clear_baselines();
                     remember_core_pid(&data_dir, p.pid());
+                }
+            }
+            // Running as soon as its API answers, not only after the first stats poll.
+            if inner.last_uptime.is_none() {
+                if let Ok(uptime) = self.uptime().await {
+                    inner.last_uptime = Some(uptime);
                 }
             }
             if Instant::now() >= next_poll {
@@ -637,6 +725,13 @@ impl CoreDriver {
     /// One stats poll, committed to the journal. The caller holds `inner`, which serialises
     /// polls with restarts so a poll never straddles a counter reset.
     async fn poll(&self, inner: &mut Inner) -> Result<(), String> {
+        if let Some(clash) = &self.clash {
+            let snapshot = clash.connections().await.map_err(|e| e.to_string())?;
+            inner.last_uptime = Some(self.uptime().await.unwrap_or(0));
+            let inbounds = inner.tracker.observe(&snapshot);
+            let poll = Poll { taken_at_ms: now_ms() as u64, baselines: vec![], users: vec![], inbounds };
+            return self.commit_poll(poll).await;
+        }
         let uptime = self.api.sys_uptime().await.map_err(|e| e.to_string())?;
         if inner.last_uptime.is_some_and(|last| uptime < last) {
             // An external core restarted behind our back: counters reset, users lost on v2ray.
@@ -652,14 +747,7 @@ impl CoreDriver {
         let d = stats::deltas(&reading, &baselines);
         let moved: HashSet<String> = d.users.iter().map(|u| u.email.to_lowercase()).collect();
         let poll = Poll { taken_at_ms: now_ms() as u64, baselines: d.baselines, users: d.users, inbounds: d.inbounds };
-        let store = self.store.clone();
-        let seq = tokio::task::spawn_blocking(move || store.record_poll(&poll))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        if let Some(seq) = seq {
-            self.journal_tx.send_replace(seq);
-        }
+        self.commit_poll(poll).await?;
         inner.recent.push_back(moved);
         while inner.recent.len() > 2 {
             inner.recent.pop_front();
@@ -669,6 +757,19 @@ impl CoreDriver {
                 inner.recent.clear();
                 inner.recent.push_back(online.into_iter().map(|e| e.to_lowercase()).collect());
             }
+        }
+        Ok(())
+    }
+
+    /// Commits a poll to the journal and wakes the link.
+    async fn commit_poll(&self, poll: Poll) -> Result<(), String> {
+        let store = self.store.clone();
+        let seq = tokio::task::spawn_blocking(move || store.record_poll(&poll))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some(seq) = seq {
+            self.journal_tx.send_replace(seq);
         }
         Ok(())
     }
@@ -749,7 +850,11 @@ fn render_config(
 ) -> Result<Vec<u8>, DriverError> {
     let clients: Vec<ClientSpec> = users.values().cloned().collect();
     let input = CoreConfigInput { flavor, api_port, inbounds: served, clients: &clients, log_level: "warning" };
-    let value = config::build(&input).map_err(|e| DriverError::Config("build".into(), e.to_string()))?;
+    let value = match flavor {
+        CoreFlavor::SingBox => config::build_singbox(&input, api_port),
+        _ => config::build(&input),
+    }
+    .map_err(|e| DriverError::Config("build".into(), e.to_string()))?;
     serde_json::to_vec_pretty(&value).map_err(|e| DriverError::Config("encode".into(), e.to_string()))
 }
 

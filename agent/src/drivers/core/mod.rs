@@ -7,6 +7,7 @@ mod driver;
 pub mod limits;
 pub mod process;
 pub mod reconcile;
+pub mod singbox;
 pub mod stats;
 
 use flotilla_protocol::proxy::{ApplyReport, CoreStatus, LogLine, LogQuery, ProxyState};
