@@ -5,6 +5,7 @@
 //! Bincode is not self-describing, so a shipped type is never edited: new behaviour arrives as a
 //! new request/event kind or a new versioned body type. Golden-bytes tests pin every wire type.
 
+pub mod backup;
 pub mod close;
 pub mod codec;
 pub mod enroll;

@@ -26,6 +26,10 @@ impl RequestKind {
     pub const CORE_LOGS: RequestKind = RequestKind(6);
     /// Controller → agent. Body: empty. Answer: [`crate::proxy::CoreStatus`] now.
     pub const CORE_STATUS: RequestKind = RequestKind(7);
+    /// Controller → agent. Body: empty. Answer: [`crate::backup::StateExport`].
+    pub const EXPORT_STATE: RequestKind = RequestKind(8);
+    /// Controller → agent. Body: [`crate::backup::StateImport`]. Answer: [`crate::backup::ImportReport`].
+    pub const IMPORT_STATE: RequestKind = RequestKind(9);
 }
 
 /// One call.

@@ -12,6 +12,7 @@
 use std::fmt::Debug;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use flotilla_protocol::backup::{ImportReport, StateExport, StateImport};
 use flotilla_protocol::codec::{self, PREFIX_LEN};
 use flotilla_protocol::enroll::{EnrollRefusal, EnrollRefused, EnrollRequest, Enrolled, RenewRequest, Renewed};
 use flotilla_protocol::facts::HostFacts;
@@ -322,6 +323,8 @@ fn numbered_constants() {
     assert_eq!(RequestKind::RESTART_CORE, RequestKind(5));
     assert_eq!(RequestKind::CORE_LOGS, RequestKind(6));
     assert_eq!(RequestKind::CORE_STATUS, RequestKind(7));
+    assert_eq!(RequestKind::EXPORT_STATE, RequestKind(8));
+    assert_eq!(RequestKind::IMPORT_STATE, RequestKind(9));
     assert_eq!(ALPN_LINK, b"flotilla/1");
     assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
 }
@@ -443,4 +446,16 @@ fn log_bodies() {
         &lines,
         "04fd330469cf8f010000000164fd340469cf8f010000010169fd350469cf8f010000020177fd360469cf8f010000030165",
     );
+}
+
+// ---- node state backups -----------------------------------------------------------------------
+
+#[test]
+fn backup_bodies() {
+    check_body(
+        &StateExport { taken_at_ms: 1_717_171_717_171, sqlite: b"SQLite format 3\0".to_vec() },
+        "fd330469cf8f0100001053514c69746520666f726d6174203300",
+    );
+    check_body(&StateImport { sqlite: vec![0, 255, 7] }, "0300ff07");
+    check_body(&ImportReport { clients: 300, revision: 301 }, "fb2c01fb2d01");
 }

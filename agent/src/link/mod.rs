@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flotilla_protocol::backup::{StateExport, StateImport};
 use flotilla_protocol::close::CloseCode;
 use flotilla_protocol::codec;
 use flotilla_protocol::enroll::{RenewRequest, Renewed};
@@ -439,6 +440,31 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
             match codec::decode_from::<LogQuery>(&request.body) {
                 Ok(q) => answer(&core.logs(&q)),
                 Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::EXPORT_STATE => {
+            let Some(state) = ctx.state else { return RpcResult::Err(RpcError::Refused("no agent store".into())) };
+            let exported = tokio::task::spawn_blocking(move || state.export_snapshot()).await;
+            match exported {
+                Ok(Ok(sqlite)) => {
+                    let taken_at_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1_000_000;
+                    answer(&StateExport { taken_at_ms, sqlite })
+                }
+                Ok(Err(e)) => RpcResult::Err(RpcError::Failed(e.to_string())),
+                Err(e) => RpcResult::Err(RpcError::Failed(e.to_string())),
+            }
+        }
+        RequestKind::IMPORT_STATE => {
+            let Some(state) = ctx.state else { return RpcResult::Err(RpcError::Refused("no agent store".into())) };
+            let import = match codec::decode_from::<StateImport>(&request.body) {
+                Ok(i) => i,
+                Err(e) => return RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            };
+            match tokio::task::spawn_blocking(move || state.import_snapshot(&import.sqlite)).await {
+                Ok(Ok(report)) => answer(&report),
+                Ok(Err(crate::state::backup::ImportError::State(e))) => RpcResult::Err(RpcError::Failed(e.to_string())),
+                Ok(Err(e)) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+                Err(e) => RpcResult::Err(RpcError::Failed(e.to_string())),
             }
         }
         other => RpcResult::Err(RpcError::Unsupported(other.0)),

@@ -139,6 +139,8 @@ pub struct LinkStatus {
 #[derive(Clone)]
 pub struct StateStore {
     conn: Arc<Mutex<Connection>>,
+    /// The data dir (private, 0700): scratch files such as backups go here.
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -178,7 +180,7 @@ impl StateStore {
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.commit()?;
         }
-        Ok(StateStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(StateStore { conn: Arc::new(Mutex::new(conn)), dir: data_dir.to_path_buf() })
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -277,6 +279,7 @@ impl StateStore {
     }
 }
 
+pub mod backup;
 pub mod journal;
 
 #[cfg(test)]
