@@ -1,6 +1,7 @@
 //! HTTP APIs: one module per API family, each with its own router and error shape, merged here.
 
 pub mod multi_server;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ pub struct AppState {
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
 /// it and at the root, so scripts written for a reverse-proxied panel run unchanged either way.
 pub fn app(state: AppState, base_path: Option<&str>) -> Router {
-    let routes = Router::new().merge(multi_server::router());
+    let routes = Router::new().merge(multi_server::router()).route(openapi::PATH, axum::routing::get(openapi::serve));
     let routes = match base_path {
         Some(prefix) => Router::new().nest(prefix, routes.clone()).merge(routes),
         None => routes,

@@ -2,10 +2,11 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::{existing_node, node_address, ApiError, BasicUser, JsonBody, NodeIdPath};
+use super::{existing_node, node_address, ApiError, BasicUser, ErrorBody, JsonBody, NodeIdPath, TAG};
 use crate::api::{timestamp, AppState};
 use crate::fleet::IssuedToken;
 use crate::store::{NewNode, NodeRecord};
@@ -14,13 +15,19 @@ use crate::store::{NewNode, NodeRecord};
 /// encrypted and never listed).
 const MASK: &str = "********";
 
-/// `POST /api/v1/nodes` body: the documented panel fields, all optional but `name`.
-#[derive(Debug, Deserialize)]
+/// `POST /api/v1/nodes` body: the documented panel fields, all optional but `name`; any other
+/// field is a 400.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNode {
+    /// Unique, trimmed, 1-64 printable characters. Required.
+    #[schema(value_type = String, required = true, max_length = 64)]
     name: Option<String>,
+    /// The panel's URL (`http://` or `https://`); its host is where clients reach the node.
     url: Option<String>,
+    /// Panel user; stored encrypted, never shown.
     user: Option<String>,
+    /// Panel password; stored encrypted, never shown.
     password: Option<String>,
 }
 
@@ -53,53 +60,148 @@ fn validate_name(name: Option<String>) -> Result<String, ApiError> {
     Ok(name)
 }
 
-/// The documented node object, plus Flotilla's link fields.
-fn node_json(state: &AppState, node: &NodeRecord) -> Value {
-    let live = state.fleet.live(node.id);
-    let ip = node_address(node, &live);
-    json!({
-        "id": node.id.0,
-        "name": node.name,
-        "ip": ip,
-        "port": node.panel_port.clone().unwrap_or_default(),
-        "user": if node.has_panel_user { MASK } else { "" },
-        "password": if node.has_panel_password { MASK } else { "" },
-        "base_path": node.base_path,
-        "enrolled": node.enrolled_at.is_some(),
-        "connected": live.connected,
-        "last_seen": live.last_seen.or(node.last_seen_at).map(timestamp),
-        "created_at": timestamp(node.created_at),
-    })
+/// A node as listed: the document's panel fields, plus Flotilla's link fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Node {
+    pub id: i64,
+    pub name: String,
+    /// The address clients reach the node at: the host of its `url`, else the public address its
+    /// agent reported, else the address its link comes from; null when none is known yet.
+    pub ip: Option<String>,
+    /// Panel port from `url`, as a string (empty without a `url`).
+    pub port: String,
+    /// `********` when a panel user is stored (it is kept encrypted and never shown), else empty.
+    pub user: String,
+    /// `********` when a panel password is stored (it is kept encrypted and never shown), else empty.
+    pub password: String,
+    /// Path of the panel's `url`, without slashes.
+    pub base_path: String,
+    /// An agent enrolled for this node.
+    pub enrolled: bool,
+    /// Its agent's link is up now.
+    pub connected: bool,
+    /// When its agent was last heard from (UTC, `YYYY-MM-DDTHH:MM:SS`); null if never.
+    pub last_seen: Option<String>,
+    pub created_at: String,
 }
 
-fn with_token(mut body: Value, issued: &IssuedToken) -> Value {
-    // `status` as the original manager answers; the node and its token ride along.
-    body["status"] = json!("success");
-    body["join_token"] = json!(issued.token);
-    body["join_token_expires_at"] = json!(timestamp(issued.expires_at));
-    body["enroll_command"] = json!(format!("flotilla-agent enroll {}", issued.token));
-    body
+/// A node with a fresh single-use join token for its agent (`POST /api/v1/nodes`,
+/// `POST /api/v1/nodes/{node_id}/join-token`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeWithToken {
+    #[serde(flatten)]
+    pub node: Node,
+    /// Always `success`, as the original manager answers.
+    pub status: String,
+    pub join_token: String,
+    pub join_token_expires_at: String,
+    /// What to run on the node's host.
+    pub enroll_command: String,
 }
 
-pub async fn list(_: BasicUser, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `DELETE /api/v1/nodes/{node_id}` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedNode {
+    /// Always `success`.
+    pub status: String,
+    pub id: i64,
+}
+
+impl Node {
+    fn of(state: &AppState, node: &NodeRecord) -> Self {
+        let live = state.fleet.live(node.id);
+        Node {
+            id: node.id.0,
+            name: node.name.clone(),
+            ip: node_address(node, &live),
+            port: node.panel_port.clone().unwrap_or_default(),
+            user: if node.has_panel_user { MASK } else { "" }.into(),
+            password: if node.has_panel_password { MASK } else { "" }.into(),
+            base_path: node.base_path.clone(),
+            enrolled: node.enrolled_at.is_some(),
+            connected: live.connected,
+            last_seen: live.last_seen.or(node.last_seen_at).map(timestamp),
+            created_at: timestamp(node.created_at),
+        }
+    }
+
+    fn with_token(self, issued: &IssuedToken) -> NodeWithToken {
+        NodeWithToken {
+            node: self,
+            status: "success".into(),
+            join_token: issued.token.clone(),
+            join_token_expires_at: timestamp(issued.expires_at),
+            enroll_command: format!("flotilla-agent enroll {}", issued.token),
+        }
+    }
+}
+
+/// List every node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    operation_id = "list_nodes",
+    tag = TAG,
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "Every node", body = [Node], example = list_example),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+    ),
+)]
+pub async fn list(_: BasicUser, State(state): State<AppState>) -> Result<Json<Vec<Node>>, ApiError> {
     let nodes = state.store.nodes()?;
-    Ok(Json(Value::Array(nodes.iter().map(|n| node_json(&state, n)).collect())))
+    Ok(Json(nodes.iter().map(|n| Node::of(&state, n)).collect()))
 }
 
+/// Get one node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{node_id}",
+    operation_id = "get_node",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id (a positive integer)", minimum = 1)),
+    responses(
+        (status = 200, description = "The node", body = Node),
+        (status = 400, description = "`node_id` is not a positive integer", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+    ),
+)]
 pub async fn get_one(
     _: BasicUser,
     State(state): State<AppState>,
     NodeIdPath(id): NodeIdPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Node>, ApiError> {
     let node = existing_node(&state, id)?;
-    Ok(Json(node_json(&state, &node)))
+    Ok(Json(Node::of(&state, &node)))
 }
 
+/// Add a node, and issue the join token its agent enrolls with.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes",
+    operation_id = "create_node",
+    tag = TAG,
+    security(("basic" = [])),
+    request_body(
+        content = CreateNode,
+        example = json!({
+            "name": "Server-DE", "url": "https://123.45.67.89:443/path/", "user": "admin", "password": "password123"
+        }),
+    ),
+    responses(
+        (status = 200, description = "The node, with its join token", body = NodeWithToken, example = created_example),
+        (status = 400, description = "Malformed body, unknown field, bad `name` or `url`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 409, description = "A node of that name exists", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     _: BasicUser,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateNode>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeWithToken>, ApiError> {
     let name = validate_name(body.name)?;
     let (public_host, panel_port, base_path) = match body.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         Some(url) => {
@@ -120,28 +222,81 @@ pub async fn create(
     let node = state.store.create_node(&new)?;
     let issued = state.fleet.issue_join_token(node.id)?;
     tracing::info!(node_id = %node.id, name = %node.name, "node created");
-    Ok(Json(with_token(node_json(&state, &node), &issued)))
+    Ok(Json(Node::of(&state, &node).with_token(&issued)))
 }
 
+/// Issue a new join token for a node.
+///
+/// Earlier unused tokens stay valid until they expire.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{node_id}/join-token",
+    operation_id = "new_join_token",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id (a positive integer)", minimum = 1)),
+    responses(
+        (status = 200, description = "The node, with a new join token", body = NodeWithToken, example = created_example),
+        (status = 400, description = "`node_id` is not a positive integer", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+    ),
+)]
 pub async fn new_join_token(
     _: BasicUser,
     State(state): State<AppState>,
     NodeIdPath(id): NodeIdPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeWithToken>, ApiError> {
     let node = existing_node(&state, id)?;
     let issued = state.fleet.issue_join_token(node.id)?;
-    Ok(Json(with_token(node_json(&state, &node), &issued)))
+    Ok(Json(Node::of(&state, &node).with_token(&issued)))
 }
 
+/// Delete a node.
+///
+/// Its agent's certificate is refused from now on.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{node_id}",
+    operation_id = "delete_node",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id (a positive integer)", minimum = 1)),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedNode, example = json!({ "status": "success", "id": 2 })),
+        (status = 400, description = "`node_id` is not a positive integer", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     _: BasicUser,
     State(state): State<AppState>,
     NodeIdPath(id): NodeIdPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedNode>, ApiError> {
     if !state.fleet.remove_node(id)? {
         return Err(ApiError::NotFound(format!("node {id} not found")));
     }
-    Ok(Json(json!({ "status": "success", "id": id.0 })))
+    Ok(Json(DeletedNode { status: "success".into(), id: id.0 }))
+}
+
+/// The document's node list, with Flotilla's fields.
+fn list_example() -> Value {
+    json!([{
+        "id": 1, "name": "Server-NL", "ip": "123.45.67.89", "port": "443", "user": "********",
+        "password": "********", "base_path": "", "enrolled": true, "connected": true,
+        "last_seen": "2026-02-20T22:52:00", "created_at": "2026-02-01T10:00:00"
+    }])
+}
+
+fn created_example() -> Value {
+    json!({
+        "id": 2, "name": "Server-DE", "ip": "123.45.67.89", "port": "443", "user": "********",
+        "password": "********", "base_path": "path", "enrolled": false, "connected": false,
+        "last_seen": null, "created_at": "2026-02-20T22:52:00", "status": "success",
+        "join_token": "flt1_…", "join_token_expires_at": "2026-02-21T22:52:00",
+        "enroll_command": "flotilla-agent enroll flt1_…"
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `/api/v1/sub/{email}` (public) and `/api/v1/emails`: subscriptions gather one email's share
 //! links across the fleet, each pointing at its node's public address.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use flotilla_protocol::NodeId;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{node_address, now_ms, ApiError, BasicUser};
+use super::{node_address, now_ms, ApiError, BasicUser, ErrorBody, TAG};
 use crate::api::AppState;
 use crate::proxy;
 use crate::sharelinks::{self, LinkClient, LinkInbound};
@@ -20,6 +21,33 @@ use crate::store::InboundRecord;
 /// Hours clients wait between subscription refreshes.
 const UPDATE_INTERVAL_HOURS: &str = "12";
 
+/// Get an email's subscription (public, no authentication).
+///
+/// The share links of all its clients across the fleet, one per line, base64-encoded, with the
+/// usual subscription headers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sub/{email}",
+    operation_id = "subscription",
+    tag = TAG,
+    params(("email" = String, Path, description = "The clients' email (any case)")),
+    responses(
+        (
+            status = 200,
+            description = "Base64 of the share links (`vless://…`, `vmess://…`, …), one per line; empty when \
+                           every client is disabled, expired or depleted",
+            body = String,
+            content_type = "text/plain",
+            headers(
+                ("subscription-userinfo" = String, description = "`upload=…; download=…; total=…; expire=…` (bytes; Unix seconds)"),
+                ("profile-update-interval" = String, description = "Hours between refreshes"),
+                ("profile-title" = String, description = "`base64:` and the email in base64"),
+            ),
+            example = json!("dmxlc3M6Ly81NzgzYTNlNy1lMzczLTUxY2QtODY0Mi1jODM3ODJiODA3YzVAMTIzLjQ1LjY3Ljg5OjQ0Mz90eXBlPXRjcCZzZWN1cml0eT1ub25lI01haW4lMjBWTEVTUw=="),
+        ),
+        (status = 404, description = "No client has this email", body = ErrorBody),
+    ),
+)]
 pub async fn subscription(State(state): State<AppState>, Path(email): Path<String>) -> Result<Response, ApiError> {
     let clients = state.store.clients_with_email(&email)?;
     if clients.is_empty() {
@@ -92,7 +120,42 @@ pub async fn subscription(State(state): State<AppState>, Path(email): Path<Strin
     Ok((StatusCode::OK, headers, sharelinks::subscription_body(&links)).into_response())
 }
 
-pub async fn emails(_: BasicUser, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// How often an email's subscription was fetched.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubFetches {
+    pub count: u64,
+    /// Last fetch, UTC, `DD.MM HH:MM`.
+    pub last: String,
+}
+
+/// `GET /api/v1/emails` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Emails {
+    /// Every client email (first spelling seen), sorted without regard to case.
+    pub emails: Vec<String>,
+    /// Subscription fetches by email; emails never fetched are absent.
+    pub stats: BTreeMap<String, SubFetches>,
+}
+
+/// List every client email, and how often each one's subscription was fetched.
+#[utoipa::path(
+    get,
+    path = "/api/v1/emails",
+    operation_id = "list_emails",
+    tag = TAG,
+    security(("basic" = [])),
+    responses(
+        (
+            status = 200, description = "Emails and subscription fetches", body = Emails,
+            example = json!({
+                "emails": ["user1@example.com", "user2@example.com"],
+                "stats": { "user1@example.com": { "count": 5, "last": "20.02 22:30" } }
+            }),
+        ),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+    ),
+)]
+pub async fn emails(_: BasicUser, State(state): State<AppState>) -> Result<Json<Emails>, ApiError> {
     let mut emails: Vec<String> = vec![];
     let mut seen = BTreeSet::new();
     for c in state.store.clients(None, None)? {
@@ -103,12 +166,12 @@ pub async fn emails(_: BasicUser, State(state): State<AppState>) -> Result<Json<
     emails.sort_by_key(|e| e.to_lowercase());
     let fetches = state.store.sub_fetches()?;
     let format = time::macros::format_description!("[day].[month] [hour]:[minute]");
-    let stats: serde_json::Map<String, Value> = emails
+    let stats = emails
         .iter()
         .filter_map(|e| {
             let (count, last) = fetches.get(&e.to_lowercase())?;
-            Some((e.clone(), json!({ "count": count, "last": last.format(&format).unwrap_or_default() })))
+            Some((e.clone(), SubFetches { count: *count, last: last.format(&format).unwrap_or_default() }))
         })
         .collect();
-    Ok(Json(json!({ "emails": emails, "stats": stats })))
+    Ok(Json(Emails { emails, stats }))
 }
