@@ -308,7 +308,8 @@ fn unknown_paths_404_wrong_methods_405_duplicates_409() {
         ("DELETE", "/api/v1/nodes".into(), &["GET", "POST"]),
         ("POST", "/api/v1/health".into(), &["GET"]),
         ("DELETE", "/api/v1/health".into(), &["GET"]),
-        ("PUT", format!("/api/v1/nodes/{node}"), &["GET", "DELETE"]),
+        // PUT renames a node (the web UI's call); PATCH is nobody's.
+        ("PATCH", format!("/api/v1/nodes/{node}"), &["GET", "DELETE", "PUT"]),
         ("POST", format!("/api/v1/nodes/{node}"), &["GET", "DELETE"]),
         ("GET", format!("/api/v1/nodes/{node}/join-token"), &["POST"]),
         ("DELETE", format!("/api/v1/nodes/{node}/join-token"), &["POST"]),
@@ -497,5 +498,52 @@ fn servers_status_of_nodes_never_connected() {
         assert_eq!(row["error"], "agent not enrolled yet", "{row}");
         assert!(row["node"].as_str().is_some_and(|n| n.starts_with("never-")), "{row}");
         parse_timestamp(row["timestamp"].as_str().unwrap_or_else(|| panic!("timestamp: {row}")));
+    }
+}
+
+#[test]
+fn openapi_describes_every_route() {
+    let fleet = fleet();
+    for prefix in ["", flotilla_tests::harness::BASE_PATH] {
+        // Public, like the health check: no credentials, and wrong ones do not matter either.
+        for auth in [None, Some(basic_header("admin", "wrong"))] {
+            let r = fleet.api.request("GET", &format!("{prefix}/openapi.json"), None, auth.as_deref());
+            assert_eq!(r.status, 200, "{prefix}/openapi.json: {}", &r.raw[..r.raw.len().min(300)]);
+            assert!(r.header("content-type").unwrap_or_default().starts_with("application/json"));
+        }
+        let doc = fleet.api.request("GET", &format!("{prefix}/openapi.json"), None, None).body;
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+        let scheme = &doc["components"]["securitySchemes"]["basic"];
+        assert_eq!((&scheme["type"], &scheme["scheme"]), (&json!("http"), &json!("basic")), "{scheme}");
+        for (method, path) in [
+            ("get", "/api/v1/health"),
+            ("get", "/api/v1/nodes"),
+            ("post", "/api/v1/nodes/{node_id}/join-token"),
+            ("get", "/api/v1/servers/{node_id}/logs"),
+            ("get", "/api/v1/inbounds"),
+            ("post", "/api/v1/clients/batch-add"),
+            ("put", "/api/v1/clients/{client_id}"),
+            ("get", "/api/v1/traffic/stats"),
+            ("get", "/api/v1/sub/{email}"),
+        ] {
+            let op = &doc["paths"][path][method];
+            assert!(op["responses"]["200"].is_object(), "{method} {path} is not described");
+            let public = matches!(path, "/api/v1/health" | "/api/v1/sub/{email}");
+            let security = if public { Value::Null } else { json!([{ "basic": [] }]) };
+            assert_eq!(op["security"], security, "{method} {path}");
+        }
+        let batch_add =
+            &doc["paths"]["/api/v1/clients/batch-add"]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(batch_add["example"]["clients"][0]["expiryTime"], 1735689600000u64, "{batch_add}");
+        assert_eq!(
+            doc["paths"]["/api/v1/nodes"]["post"]["responses"]["409"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+        // Under the reverse-proxy prefix the document says where its routes are.
+        if prefix.is_empty() {
+            assert!(doc.get("servers").is_none(), "{}", doc["servers"]);
+        } else {
+            assert_eq!(doc["servers"], json!([{ "url": prefix }]));
+        }
     }
 }

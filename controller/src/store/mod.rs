@@ -306,6 +306,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// Renames a node. Names stay unique (any case). Returns false if there is no such node.
+    pub(crate) fn rename_node(&self, id: NodeId, name: &str) -> Result<bool, StoreError> {
+        match self.conn().execute("UPDATE nodes SET name = ?2 WHERE id = ?1", params![id.0, name]) {
+            Ok(n) => Ok(n > 0),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::Conflict(format!("a node named {name:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes a node with its tokens and certificates. Returns false if it did not exist.
     pub fn delete_node(&self, id: NodeId) -> Result<bool, StoreError> {
         Ok(self.conn().execute("DELETE FROM nodes WHERE id = ?1", params![id.0])? > 0)

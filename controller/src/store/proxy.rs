@@ -314,6 +314,36 @@ impl Store {
         Ok(gone)
     }
 
+    /// Sets an inbound's remark and/or enable flag. Returns the inbound as it is now and whether
+    /// anything changed (the revision moves only then), or None if there is no such inbound.
+    pub(crate) fn update_inbound_flags(
+        &self,
+        node: NodeId,
+        id: i64,
+        remark: Option<&str>,
+        enable: Option<bool>,
+    ) -> Result<Option<(InboundRecord, bool)>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let select = format!("SELECT {INBOUND_COLUMNS} FROM inbounds WHERE node_id = ?1 AND id = ?2");
+        let Some(before) = tx.query_row(&select, params![node.0, id], inbound_from_row).optional()? else {
+            return Ok(None);
+        };
+        let remark = remark.unwrap_or(&before.remark);
+        let enable = enable.unwrap_or(before.enable);
+        let changed = remark != before.remark || enable != before.enable;
+        if changed {
+            tx.execute(
+                "UPDATE inbounds SET remark = ?3, enable = ?4 WHERE node_id = ?1 AND id = ?2",
+                params![node.0, id, remark, enable],
+            )?;
+            bump(&tx, node)?;
+        }
+        let after = tx.query_row(&select, params![node.0, id], inbound_from_row)?;
+        tx.commit()?;
+        Ok(Some((after, changed)))
+    }
+
     /// Adds clients to an inbound; each gets its own outcome (a taken email fails alone).
     pub fn add_clients(
         &self,
@@ -687,6 +717,24 @@ mod tests {
         assert!(s.delete_inbound(node, 1).unwrap());
         assert_eq!(s.clients(Some(node), None).unwrap().len(), 1, "clients go with their inbound");
         assert_eq!(s.create_inbound(node, &inbound(443), &[]).unwrap().id, 3, "ids are not reused");
+    }
+
+    #[test]
+    fn inbound_remark_and_enable_change_and_move_the_revision_only_when_different() {
+        let (_d, s, node) = setup();
+        s.create_inbound(node, &inbound(443), &[]).unwrap();
+        let rev = || s.node(node).unwrap().unwrap().revision;
+        let before = rev();
+        let (i, changed) = s.update_inbound_flags(node, 1, None, Some(false)).unwrap().unwrap();
+        assert!(changed && !i.enable && i.remark.is_empty());
+        assert_eq!(rev(), before + 1);
+        let (i, changed) = s.update_inbound_flags(node, 1, Some("main"), None).unwrap().unwrap();
+        assert!(changed && !i.enable && i.remark == "main", "the other field is kept");
+        let (_, changed) = s.update_inbound_flags(node, 1, Some("main"), Some(false)).unwrap().unwrap();
+        assert!(!changed);
+        assert_eq!(rev(), before + 2, "no change, no new revision");
+        assert!(!s.proxy_state(node).unwrap().inbounds[0].enable);
+        assert!(s.update_inbound_flags(node, 9, None, Some(true)).unwrap().is_none());
     }
 
     #[test]

@@ -148,3 +148,15 @@ fn seen_records_survive_reopen() {
     assert_eq!(n.last_metrics.unwrap().mem_total, 42);
     assert!(n.last_seen_at.is_some());
 }
+
+#[test]
+fn nodes_are_renamed_with_unique_names() {
+    let (_d, store) = open();
+    let a = node(&store, "nl-1");
+    node(&store, "de-1");
+    assert!(store.rename_node(a.id, "NL-Amsterdam").unwrap());
+    assert_eq!(store.node(a.id).unwrap().unwrap().name, "NL-Amsterdam");
+    assert!(store.rename_node(a.id, "nl-amsterdam").unwrap(), "a node may change the case of its own name");
+    assert!(matches!(store.rename_node(a.id, "DE-1"), Err(StoreError::Conflict(_))), "names are unique in any case");
+    assert!(!store.rename_node(NodeId(999), "x").unwrap());
+}

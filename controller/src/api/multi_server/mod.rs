@@ -1,12 +1,17 @@
 //! The Multi-Server Manager API (`api-docs/multi-server-manager.md`): HTTP Basic auth, errors as
 //! `{"detail": "…"}`.
+//!
+//! Every handler answers with a typed DTO (`#[derive(Serialize, ToSchema)]`) declared in its own
+//! module, and carries a `#[utoipa::path]` description; `api/openapi.rs` gathers them into the
+//! document served at `/openapi.json`.
 
-mod clients;
-mod inbounds;
-mod nodes;
-mod servers;
-mod subscription;
-mod traffic;
+pub(crate) mod clients;
+pub(crate) mod inbounds;
+pub(crate) mod nodes;
+pub(crate) mod servers;
+pub(crate) mod subscription;
+pub(crate) mod traffic;
+mod webui;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
@@ -14,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{timestamp, AppState};
 use crate::auth::{AuthError, Identity};
@@ -46,6 +52,46 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/automation/reset-all-traffic", post(traffic::reset_all))
         .route("/api/v1/emails", get(subscription::emails))
         .route("/api/v1/sub/{email}", get(subscription::subscription))
+        .merge(webui::router())
+}
+
+/// Tag of every operation of this family in the OpenAPI document.
+pub const TAG: &str = "multi-server";
+
+/// The family's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong; never empty.
+    pub detail: String,
+}
+
+/// The answer to a change of one node's proxy state (inbound deleted, client edited, deleted or
+/// reset): the change is stored, and pushed to the node's agent or queued for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeChange {
+    pub success: bool,
+    /// Name of the node.
+    pub node: String,
+    /// `applied` (the agent applied it), `partial` (its core refused part of it, see `errors`),
+    /// `queued` (the node is offline; it converges on reconnect) or `failed` (the agent could not
+    /// be reached in time; the change is stored).
+    pub status: String,
+    pub errors: Vec<String>,
+}
+
+impl NodeChange {
+    fn new(node: &crate::store::NodeRecord, outcome: &crate::fleet::push::PushOutcome) -> Self {
+        NodeChange { success: true, node: node.name.clone(), status: outcome.status().into(), errors: outcome.errors() }
+    }
+}
+
+/// `GET /api/v1/health` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `healthy` while the API answers.
+    pub status: String,
+    /// Now, UTC, `YYYY-MM-DDTHH:MM:SS`.
+    pub timestamp: String,
 }
 
 /// Errors of this family, rendered as `{"detail": "…"}`.
@@ -65,7 +111,7 @@ impl IntoResponse for ApiError {
         let (status, detail) = match self {
             ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, d),
             ApiError::Unauthorized(d) => {
-                let body = Json(json!({ "detail": d }));
+                let body = Json(ErrorBody { detail: d });
                 return (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, "Basic realm=\"flotilla\", charset=\"UTF-8\"")],
@@ -82,7 +128,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string())
             }
         };
-        (status, Json(json!({ "detail": detail }))).into_response()
+        (status, Json(ErrorBody { detail })).into_response()
     }
 }
 
@@ -159,6 +205,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// Query parameters; a malformed one (`?node_id=abc`) is a 400 in the family's error shape.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
 /// The `{node_id}` path segment: a positive integer, or a 400.
 pub struct NodeIdPath(pub flotilla_protocol::NodeId);
 
@@ -214,6 +274,17 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "healthy", "timestamp": timestamp(time::OffsetDateTime::now_utc()) }))
+/// Check that the API answers (public, no authentication).
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    operation_id = "health",
+    tag = TAG,
+    responses((
+        status = 200, description = "The API answers", body = Health,
+        example = json!({ "status": "healthy", "timestamp": "2026-02-20T22:52:00" }),
+    )),
+)]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health { status: "healthy".into(), timestamp: timestamp(time::OffsetDateTime::now_utc()) })
 }
