@@ -200,13 +200,14 @@ impl Established {
             Some(core) => (Some(core.journal()), Some(core.status())),
             None => (None, None),
         };
-        // Everything journaled while the link was down goes first, then the core's state.
+        // The core's state first (the controller reads from it whether the core counts per
+        // user), then everything journaled while the link was down.
         if let Some(core) = &ctx.core {
-            if let Err(e) = ship_journal(&mut send, core, &mut acks, &mut seq).await {
-                return e;
-            }
             let status = core.current_status().await;
             if let Err(e) = send_event(&mut send, &mut seq, EventKind::CORE_STATUS, &status).await {
+                return e;
+            }
+            if let Err(e) = ship_journal(&mut send, core, &mut acks, &mut seq).await {
                 return e;
             }
         }

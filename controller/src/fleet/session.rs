@@ -205,7 +205,9 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                         let store = fleet.store.clone();
                         // Ack only after the commit: an unacked batch is resent and skipped
                         // as a duplicate if it had been committed after all.
-                        match tokio::task::spawn_blocking(move || store.apply_traffic_batch(node, &batch)).await {
+                        // The agent reports its core's status before any batch.
+                        let per_user = fleet.live(node).core.is_none_or(|c| c.per_user_stats);
+                        match tokio::task::spawn_blocking(move || store.apply_traffic_batch(node, &batch, per_user)).await {
                             Ok(Ok(_)) => {
                                 if let Err(e) = write_message(&mut send, Message::EventAck(EventAck { seq: event.seq })).await {
                                     break format!("control stream write failed: {e}");

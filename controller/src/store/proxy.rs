@@ -570,8 +570,14 @@ impl Store {
 
     /// Applies one traffic journal batch of `node` exactly once: a batch at or below the node's
     /// cursor for the same journal was committed before and is skipped. Returns whether it was
-    /// applied.
-    pub fn apply_traffic_batch(&self, node: NodeId, batch: &TrafficBatch) -> Result<bool, StoreError> {
+    /// applied. The node's total counts client traffic; for a core without per-user counters
+    /// (`per_user_stats` false: sing-box release builds) it counts inbound traffic instead.
+    pub fn apply_traffic_batch(
+        &self,
+        node: NodeId,
+        batch: &TrafficBatch,
+        per_user_stats: bool,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let cursor: Option<(i64, i64)> = tx
@@ -599,8 +605,7 @@ impl Store {
             for i in &batch.inbounds {
                 inbound.execute(params![node.0, i.tag, i.up as i64, i.down as i64])?;
             }
-            // Cores without per-user counters (sing-box release builds) count per inbound only.
-            if batch.users.is_empty() {
+            if !per_user_stats {
                 for i in &batch.inbounds {
                     up = up.saturating_add(i.up);
                     down = down.saturating_add(i.down);
@@ -748,10 +753,10 @@ mod tests {
             users: vec![UserTraffic { email: "A@X".into(), up: 10, down: 100 }],
             inbounds: vec![],
         };
-        assert!(s.apply_traffic_batch(node, &batch(7, 1)).unwrap());
-        assert!(!s.apply_traffic_batch(node, &batch(7, 1)).unwrap(), "replay skipped");
-        assert!(s.apply_traffic_batch(node, &batch(7, 2)).unwrap());
-        assert!(s.apply_traffic_batch(node, &batch(8, 1)).unwrap(), "a new journal starts over");
+        assert!(s.apply_traffic_batch(node, &batch(7, 1), true).unwrap());
+        assert!(!s.apply_traffic_batch(node, &batch(7, 1), true).unwrap(), "replay skipped");
+        assert!(s.apply_traffic_batch(node, &batch(7, 2), true).unwrap());
+        assert!(s.apply_traffic_batch(node, &batch(8, 1), true).unwrap(), "a new journal starts over");
         let c = &s.clients(Some(node), None).unwrap()[0];
         assert_eq!((c.up, c.down), (30, 300));
         assert_eq!(s.node_traffic().unwrap()[&node], (30, 300));
