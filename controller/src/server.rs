@@ -135,7 +135,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Ok(p) => p.filter(|p| !p.is_empty()),
         Err(e) => return Err(StartError::BasePath(e)),
     };
-    let app = api::app(AppState { store: store.clone(), fleet: fleet.clone(), auth }, base_path.as_deref());
+    let app = api::app(
+        AppState { store: store.clone(), fleet: fleet.clone(), auth, feed: Default::default() },
+        base_path.as_deref(),
+    );
     let listener =
         tokio::net::TcpListener::bind(settings.http).await.map_err(|e| StartError::Http(settings.http, e))?;
     let http_addr = listener.local_addr().map_err(|e| StartError::Http(settings.http, e))?;

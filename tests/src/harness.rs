@@ -556,6 +556,10 @@ impl Drop for Fleet {
             }
         }
         self.kill_controller();
+        // Agents were SIGKILLed, so nothing stopped the proxy cores they supervised (a
+        // systemd unit would kill its whole cgroup): end every process started from this
+        // fleet's directory.
+        let _ = Command::new("pkill").args(["-KILL", "-f", &self.tmp.path().display().to_string()]).status();
         if failed {
             eprintln!("---- controller log ----\n{}", self.log_tail(&self.controller_log(), 60));
             for a in &self.agents {

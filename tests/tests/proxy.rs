@@ -456,3 +456,43 @@ fn a_sing_box_node_serves_clients_and_counts_per_inbound() {
     assert_eq!(gone.status, 200, "{}", gone.raw);
     assert!(client.download_within(&server, 5).is_err(), "a removed sing-box user is refused");
 }
+
+/// A node's agent state round-trips through the backup endpoints, and bad imports are 400s.
+#[test]
+fn node_backups_export_and_import() {
+    if !have_v2ray() {
+        return;
+    }
+    let (mut fleet, agent, node) = fleet_with_core();
+    let inbound = create_vmess_inbound(&fleet, node, 23_490);
+    add_clients(&fleet, node, json!([{ "email": "bk@x", "inbound_id": inbound }]));
+    let id = client_id(&fleet, "bk@x");
+    let server = fleet.file_server(agent, 256 * 1024);
+    let client = vmess_client(&mut fleet, agent, 23_490, &id);
+    assert_eq!(client.download(&server).unwrap(), server.size);
+    wait_traffic(&fleet, "bk@x", server.size);
+
+    let backup = fleet.api.get(&format!("/api/v1/backup/database/{node}"));
+    assert_eq!(backup.status, 200, "{}", backup.raw);
+    assert_eq!(backup.body["node"], "nl-1");
+    let b64 = backup.body["backup"].as_str().unwrap().to_string();
+    assert_eq!(backup.body["backup_b64"], json!(b64), "both the document's and the original's field");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&b64).unwrap();
+    assert!(bytes.starts_with(b"SQLite format 3\0"), "a SQLite file");
+
+    let file = fleet.api.get(&format!("/api/v1/backup/node/{node}"));
+    assert_eq!(file.status, 200);
+    assert!(file.raw.starts_with("SQLite format 3"), "the same snapshot as a download");
+    let all = fleet.api.get("/api/v1/backup/all");
+    assert_eq!(all.body["count"], 1, "{}", all.raw);
+
+    let restored = fleet.api.post(&format!("/api/v1/backup/database/{node}"), &json!({ "backup_data": b64 }));
+    assert_eq!(restored.status, 200, "{}", restored.raw);
+    assert_eq!(restored.body["clients_restored"], 1, "{}", restored.raw);
+    for bad in [json!({}), json!({ "backup_data": "%%%" }), json!({ "backup_data": "aGVsbG8=" })] {
+        let r = fleet.api.post(&format!("/api/v1/backup/database/{node}"), &bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.raw);
+        assert!(r.body["detail"].as_str().unwrap().contains("backup_data"), "{}", r.raw);
+    }
+    assert_eq!(fleet.api.get("/api/v1/backup/database/99").status, 404);
+}

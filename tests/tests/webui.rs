@@ -396,3 +396,53 @@ fn inbound_and_client_tabs_drive_a_real_core() {
     let gone = fleet.api.get(&format!("/api/v1/nodes/{node}/client-traffic?email=ui@x")).body;
     assert_eq!(gone["available"], json!(false), "{gone}");
 }
+
+/// The UI's live feed: `/ws?token=base64(user:pass)` under the base path, the two subscriptions it
+/// sends, a first snapshot per node, an `inbound_update` after a batch call; bad credentials close
+/// with 1008.
+#[test]
+fn the_websocket_feed_answers_subscriptions_and_pushes_updates() {
+    use base64::Engine;
+    use tungstenite::Message;
+
+    let mut fleet = Fleet::start_with(FleetOptions { loopback: true, ..Default::default() });
+    let agent = fleet.add_agent("ws-1");
+    let node = fleet.agent(agent).node_id;
+    fleet.wait_connected(&[node], Duration::from_secs(15));
+    let host = fleet.api.base.trim_start_matches("http://").to_string();
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", fleet.api.user, fleet.api.password));
+
+    let (mut bad, _) = tungstenite::connect(format!("ws://{host}{BASE_PATH}/ws?token=Zm9vOmJhcg==")).expect("upgrade");
+    match bad.read() {
+        Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("bad credentials must close with 1008, got {other:?}"),
+    }
+
+    let (mut ws, _) = tungstenite::connect(format!("ws://{host}{BASE_PATH}/ws?token={token}")).expect("upgrade");
+    for channel in ["inbounds", "snapshot_delta"] {
+        ws.send(Message::text(json!({ "type": "subscribe", "channel": channel }).to_string())).unwrap();
+    }
+    let mut read = |want: &str| -> Value {
+        loop {
+            let msg = ws.read().expect("feed message");
+            if let Message::Text(text) = msg {
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                if v["type"] == want {
+                    return v;
+                }
+            }
+        }
+    };
+    assert_eq!(read("subscribed")["status"], "success");
+    let first = read("snapshot_delta");
+    assert_eq!(first["data"]["node"], "ws-1", "{first}");
+    assert_eq!(first["data"]["snapshot"]["available"], json!(true), "{first}");
+
+    let r = fleet
+        .api
+        .post("/api/v1/inbounds/batch-enable", &json!({ "node_ids": [node], "inbound_ids": [42], "enable": false }));
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let update = read("inbound_update");
+    assert_eq!(update["data"]["action"], "batch_enable", "{update}");
+    assert_eq!(update["data"]["result"]["total"], r.body["total"], "{update}");
+}

@@ -17,12 +17,18 @@ pub struct AppState {
     pub store: Store,
     pub fleet: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
+    /// Live events for the web UI's WebSocket feed.
+    pub feed: multi_server::feed::FeedHub,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
 /// it and at the root, so scripts written for a reverse-proxied panel run unchanged either way.
 pub fn app(state: AppState, base_path: Option<&str>) -> Router {
-    let routes = Router::new().merge(multi_server::router()).route(openapi::PATH, axum::routing::get(openapi::serve));
+    let routes = Router::new()
+        .merge(multi_server::router())
+        .route(openapi::PATH, axum::routing::get(openapi::serve))
+        // The web UI's feed lives beside the API, not under /api.
+        .route("/ws", axum::routing::get(multi_server::feed::connect));
     let routes = match base_path {
         Some(prefix) => Router::new().nest(prefix, routes.clone()).merge(routes),
         None => routes,

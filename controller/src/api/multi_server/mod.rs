@@ -5,13 +5,15 @@
 //! module, and carries a `#[utoipa::path]` description; `api/openapi.rs` gathers them into the
 //! document served at `/openapi.json`.
 
+pub(crate) mod backup;
 pub(crate) mod clients;
+pub(crate) mod feed;
 pub(crate) mod inbounds;
 pub(crate) mod nodes;
 pub(crate) mod servers;
 pub(crate) mod subscription;
 pub(crate) mod traffic;
-mod webui;
+pub(crate) mod webui;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
@@ -52,6 +54,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/automation/reset-all-traffic", post(traffic::reset_all))
         .route("/api/v1/emails", get(subscription::emails))
         .route("/api/v1/sub/{email}", get(subscription::subscription))
+        .route("/api/v1/backup/database/{node_id}", get(backup::get_one).post(backup::import))
+        .route("/api/v1/backup/node/{node_id}", get(backup::download))
+        .route("/api/v1/backup/all", get(backup::all))
         .merge(webui::router())
 }
 

@@ -344,6 +344,14 @@ async fn apply(
     Ok(InboundBatchResult { total: results.len(), successful, results })
 }
 
+/// Tells the web UI's open feeds (`inbound_update` on channel `inbounds`), then hands `result` on.
+fn announce(state: &AppState, action: &str, result: InboundBatchResult) -> InboundBatchResult {
+    if let Ok(value) = serde_json::to_value(&result) {
+        state.feed.inbound_update(action, &value);
+    }
+    result
+}
+
 /// Enables or disables inbounds on many nodes (every listed id on every listed node that has it).
 #[utoipa::path(
     post,
@@ -367,7 +375,8 @@ pub async fn batch_enable_inbounds(
     let ids = required(body.inbound_ids)?;
     let enable = body.enable.unwrap_or(true);
     let change = Change::Flags { remark: None, enable: Some(enable) };
-    Ok(Json(apply(&state, body.node_ids.as_deref(), ids, change, Some(enable)).await?))
+    let result = apply(&state, body.node_ids.as_deref(), ids, change, Some(enable)).await?;
+    Ok(Json(announce(&state, "batch_enable", result)))
 }
 
 /// Changes the remark and/or enable flag of inbounds on many nodes.
@@ -396,7 +405,8 @@ pub async fn batch_update_inbounds(
         return Err(ApiError::BadRequest("updates: give remark and/or enable".into()));
     }
     let change = Change::Flags { remark, enable };
-    Ok(Json(apply(&state, body.node_ids.as_deref(), ids, change, None).await?))
+    let result = apply(&state, body.node_ids.as_deref(), ids, change, None).await?;
+    Ok(Json(announce(&state, "batch_update", result)))
 }
 
 /// Deletes inbounds (with their clients) on many nodes.
@@ -420,5 +430,6 @@ pub async fn batch_delete_inbounds(
     JsonBody(body): JsonBody<BatchDeleteInbounds>,
 ) -> Result<Json<InboundBatchResult>, ApiError> {
     let ids = required(body.inbound_ids)?;
-    Ok(Json(apply(&state, body.node_ids.as_deref(), ids, Change::Delete, None).await?))
+    let result = apply(&state, body.node_ids.as_deref(), ids, Change::Delete, None).await?;
+    Ok(Json(announce(&state, "batch_delete", result)))
 }

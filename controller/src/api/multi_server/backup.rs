@@ -1,0 +1,271 @@
+//! `/api/v1/backup/…`: a node's agent state as a consistent SQLite snapshot (base64 in JSON, or
+//! the file itself), and its validated import. The agent leaves its identity out of every
+//! snapshot, so a backup never carries the node's private key.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use flotilla_protocol::backup::{ImportReport, StateExport, StateImport};
+use flotilla_protocol::codec;
+use flotilla_protocol::rpc::{RequestKind, RpcError};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::{existing_node, ApiError, BasicUser, ErrorBody, JsonBody, NodeIdPath, TAG};
+use crate::api::{timestamp, AppState};
+use crate::fleet::push::PUSH_TIMEOUT;
+use crate::fleet::FleetError;
+use crate::store::NodeRecord;
+
+fn rpc_error(node: &NodeRecord, e: FleetError) -> ApiError {
+    match e {
+        FleetError::NotConnected(_) => ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)),
+        FleetError::Rpc { error: RpcError::BadRequest(why), .. } => {
+            ApiError::BadRequest(format!("backup_data: node {} ({}) refused it: {why}", node.id, node.name))
+        }
+        FleetError::Rpc { error, .. } => ApiError::Conflict(format!("node {} ({}): {error}", node.id, node.name)),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+async fn export(state: &AppState, node: &NodeRecord) -> Result<StateExport, ApiError> {
+    let answer = state
+        .fleet
+        .call(node.id, RequestKind::EXPORT_STATE, vec![], PUSH_TIMEOUT)
+        .await
+        .map_err(|e| rpc_error(node, e))?;
+    codec::decode_from(&answer).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// One node's backup.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeBackup {
+    pub node: String,
+    pub node_id: i64,
+    /// Base64 of the SQLite file (the document's name).
+    pub backup: String,
+    /// The same, under the name the original manager answers with.
+    pub backup_b64: String,
+    /// Always `base64`.
+    pub encoding: &'static str,
+    /// Always `sqlite`.
+    pub format: &'static str,
+    /// Bytes of the SQLite file.
+    pub size: usize,
+    pub timestamp: String,
+}
+
+impl NodeBackup {
+    fn of(node: &NodeRecord, export: &StateExport) -> NodeBackup {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&export.sqlite);
+        let at = OffsetDateTime::from_unix_timestamp_nanos(export.taken_at_ms as i128 * 1_000_000)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        NodeBackup {
+            node: node.name.clone(),
+            node_id: node.id.0,
+            backup: b64.clone(),
+            backup_b64: b64,
+            encoding: "base64",
+            format: "sqlite",
+            size: export.sqlite.len(),
+            timestamp: timestamp(at),
+        }
+    }
+}
+
+/// One row of `/backup/all`: a backup, or why the node has none.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BackupRow {
+    Backup(NodeBackup),
+    Failed { node: String, node_id: i64, error: String },
+}
+
+/// Backups of every node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllBackups {
+    pub backups: Vec<BackupRow>,
+    /// Nodes backed up (offline nodes have an `error` row instead).
+    pub count: usize,
+    pub timestamp: String,
+}
+
+/// The answer to an import.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportResult {
+    pub success: bool,
+    pub node: String,
+    /// Clients whose usage (quota accounting) the node took from the backup.
+    pub clients_restored: u32,
+    /// Revision of the proxy state inside the backup (the controller's desired state is pushed
+    /// again after an import).
+    pub backup_revision: u64,
+    /// Push of the desired state after the import: `applied`, `queued`, …
+    pub status: &'static str,
+}
+
+/// The message of an error, for per-node results.
+fn describe(e: &ApiError) -> String {
+    match e {
+        ApiError::BadRequest(d) | ApiError::Conflict(d) | ApiError::NotFound(d) | ApiError::Unauthorized(d) => {
+            d.clone()
+        }
+        ApiError::Internal(_) => "internal error".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The node's agent state as a consistent SQLite snapshot, base64 (without its identity).
+#[utoipa::path(
+    get,
+    path = "/api/v1/backup/database/{node_id}",
+    operation_id = "get_node_backup",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The snapshot", body = NodeBackup),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is offline", body = ErrorBody),
+    ),
+)]
+pub async fn get_one(
+    _: BasicUser,
+    State(state): State<AppState>,
+    NodeIdPath(id): NodeIdPath,
+) -> Result<Json<NodeBackup>, ApiError> {
+    let node = existing_node(&state, id)?;
+    let export = export(&state, &node).await?;
+    Ok(Json(NodeBackup::of(&node, &export)))
+}
+
+/// The same snapshot as a file download (as the web UI offers it).
+#[utoipa::path(
+    get,
+    path = "/api/v1/backup/node/{node_id}",
+    operation_id = "download_node_backup",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The SQLite file", content_type = "application/vnd.sqlite3", body = Vec<u8>),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is offline", body = ErrorBody),
+    ),
+)]
+pub async fn download(
+    _: BasicUser,
+    State(state): State<AppState>,
+    NodeIdPath(id): NodeIdPath,
+) -> Result<Response, ApiError> {
+    let node = existing_node(&state, id)?;
+    let export = export(&state, &node).await?;
+    let name = format!("attachment; filename=\"flotilla-node-{}.db\"", node.id);
+    let disposition = HeaderValue::from_str(&name).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sqlite3")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        export.sqlite,
+    )
+        .into_response())
+}
+
+/// Backups of every node, taken concurrently.
+#[utoipa::path(
+    get,
+    path = "/api/v1/backup/all",
+    operation_id = "all_node_backups",
+    tag = TAG,
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "One row per node", body = AllBackups),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    ),
+)]
+pub async fn all(_: BasicUser, State(state): State<AppState>) -> Result<Json<AllBackups>, ApiError> {
+    let nodes = state.store.nodes()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, node) in nodes.iter().cloned().enumerate() {
+        let state = state.clone();
+        tasks.spawn(async move { (i, export(&state, &node).await.map(|e| NodeBackup::of(&node, &e))) });
+    }
+    let mut rows: Vec<Option<BackupRow>> = (0..nodes.len()).map(|_| None).collect();
+    while let Some(Ok((i, result))) = tasks.join_next().await {
+        let node = &nodes[i];
+        rows[i] = Some(match result {
+            Ok(b) => BackupRow::Backup(b),
+            Err(e) => BackupRow::Failed { node: node.name.clone(), node_id: node.id.0, error: describe(&e) },
+        });
+    }
+    let backups: Vec<BackupRow> = rows.into_iter().flatten().collect();
+    let count = backups.iter().filter(|r| matches!(r, BackupRow::Backup(_))).count();
+    Ok(Json(AllBackups { backups, count, timestamp: timestamp(OffsetDateTime::now_utc()) }))
+}
+
+/// `POST /api/v1/backup/database/{node_id}` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportBody {
+    /// Base64 of a backup made by `GET /api/v1/backup/database/{node_id}`.
+    backup_data: Option<String>,
+    /// The name the original manager's GET answers with, accepted too.
+    backup_b64: Option<String>,
+}
+
+/// Validates a backup on the node and restores its per-client usage; the controller's desired
+/// state is pushed again afterwards.
+#[utoipa::path(
+    post,
+    path = "/api/v1/backup/database/{node_id}",
+    operation_id = "import_node_backup",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id")),
+    request_body = ImportBody,
+    responses(
+        (status = 200, description = "Imported", body = ImportResult),
+        (status = 400, description = "Not base64, not a SQLite file, damaged, or not a node backup", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is offline", body = ErrorBody),
+    ),
+)]
+pub async fn import(
+    _: BasicUser,
+    State(state): State<AppState>,
+    NodeIdPath(id): NodeIdPath,
+    JsonBody(body): JsonBody<ImportBody>,
+) -> Result<Json<ImportResult>, ApiError> {
+    let node = existing_node(&state, id)?;
+    let data = body
+        .backup_data
+        .or(body.backup_b64)
+        .ok_or_else(|| ApiError::BadRequest("backup_data: is required (base64 of a node backup)".into()))?;
+    let sqlite = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| ApiError::BadRequest(format!("backup_data: not base64: {e}")))?;
+    let body = codec::encode_body(&StateImport { sqlite })
+        .map_err(|e| ApiError::BadRequest(format!("backup_data: too large to send to the node: {e}")))?;
+    let answer = state
+        .fleet
+        .call(node.id, RequestKind::IMPORT_STATE, body, PUSH_TIMEOUT)
+        .await
+        .map_err(|e| rpc_error(&node, e))?;
+    let report: ImportReport = codec::decode_from(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The controller's desired state stays the source of truth: make sure the node has it.
+    let outcome = state.fleet.push_proxy_state(node.id).await;
+    Ok(Json(ImportResult {
+        success: true,
+        node: node.name,
+        clients_restored: report.clients,
+        backup_revision: report.revision,
+        status: outcome.status(),
+    }))
+}
