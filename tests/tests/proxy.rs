@@ -439,16 +439,15 @@ fn a_sing_box_node_serves_clients_and_counts_per_inbound() {
         "protocol": "vless",
         "settings": { "vnext": [{ "address": addr, "port": 23_481, "users": [{ "id": id, "encryption": "none" }] }] },
     }));
-    // Slow enough that the clash API sees the connection while it is open.
-    let download = client.start_download(&server, "1M");
-    assert_eq!(download.finish().unwrap(), server.size);
+    // The relays buffer the whole file, so sing-box's connection may open and close between two
+    // polls: its bytes then come from the instance totals, attributed to the node's only inbound.
+    assert_eq!(client.download(&server).unwrap(), server.size);
     let by_inbound = wait_for("sing-box inbound traffic", Duration::from_secs(20), || {
         let v = fleet.api.get("/api/v1/traffic/stats?group_by=inbound").body;
         let down = v["stats"]["sb-1:sb"]["down"].as_u64()?;
         (down > 0).then_some(down)
     });
-    assert!(by_inbound <= server.size + HEADER_SLACK, "never more than was moved: {by_inbound}");
-    assert!(by_inbound >= server.size / 2, "most of the download is seen while it runs: {by_inbound}");
+    assert!((server.size..=server.size + HEADER_SLACK).contains(&by_inbound), "inbound downlink {by_inbound}");
     assert_eq!(client_traffic(&fleet, "sb@x"), (0, 0), "no per-user numbers are invented");
 
     // Removing the client takes effect with the reload.

@@ -728,7 +728,11 @@ impl CoreDriver {
         if let Some(clash) = &self.clash {
             let snapshot = clash.connections().await.map_err(|e| e.to_string())?;
             inner.last_uptime = Some(self.uptime().await.unwrap_or(0));
-            let inbounds = inner.tracker.observe(&snapshot);
+            let sole = match inner.served.as_slice() {
+                [only] => Some(only.tag.clone()),
+                _ => None,
+            };
+            let inbounds = inner.tracker.observe(&snapshot, sole.as_deref());
             let poll = Poll { taken_at_ms: now_ms() as u64, baselines: vec![], users: vec![], inbounds };
             return self.commit_poll(poll).await;
         }

@@ -111,40 +111,58 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| ClashError::Http("task".into(), e.to_string()))?
 }
 
-/// Per-inbound traffic from successive connection snapshots: each connection's bytes since it
-/// was last seen. Bytes a connection moved between the last snapshot and its close are not seen
-/// (the list drops closed connections); poll often for accuracy. Sans-IO.
+/// Per-inbound traffic from successive `/connections` snapshots. Open connections are attributed
+/// to their inbound by their bytes since the last snapshot; bytes of connections that opened and
+/// closed between two snapshots appear only in the instance's totals, so that remainder goes to
+/// the node's only inbound when it has one, else to no inbound (tag `""`, counted for the node
+/// alone). Sans-IO.
 #[derive(Debug, Default)]
 pub struct ConnectionTracker {
     seen: HashMap<String, (u64, u64)>,
+    /// `uploadTotal`/`downloadTotal` of the previous snapshot.
+    totals: (u64, u64),
 }
 
 impl ConnectionTracker {
-    /// Deltas since the previous snapshot, per inbound tag.
-    pub fn observe(&mut self, snapshot: &Connections) -> Vec<InboundTraffic> {
-        let mut per_inbound: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    /// Deltas since the previous snapshot, per inbound tag. `sole_inbound`: the node's only
+    /// served inbound, if it has exactly one.
+    pub fn observe(&mut self, snapshot: &Connections, sole_inbound: Option<&str>) -> Vec<InboundTraffic> {
+        let mut per_inbound: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut now = HashMap::with_capacity(snapshot.connections.len());
+        let (mut seen_up, mut seen_down) = (0u64, 0u64);
         for c in &snapshot.connections {
             let (up0, down0) = self.seen.get(&c.id).copied().unwrap_or((0, 0));
             let (up, down) = (c.upload.saturating_sub(up0), c.download.saturating_sub(down0));
-            if let Some(tag) = c.inbound_tag() {
-                let slot = per_inbound.entry(tag).or_default();
-                slot.0 += up;
-                slot.1 += down;
-            }
+            seen_up += up;
+            seen_down += down;
+            let slot = per_inbound.entry(c.inbound_tag().unwrap_or_default().to_string()).or_default();
+            slot.0 += up;
+            slot.1 += down;
             now.insert(c.id.clone(), (c.upload, c.download));
         }
         self.seen = now;
+        // Totals restart with the instance (reload): a smaller total is all new.
+        let grown = |now: u64, before: u64| if now >= before { now - before } else { now };
+        let (total_up, total_down) =
+            (grown(snapshot.upload_total, self.totals.0), grown(snapshot.download_total, self.totals.1));
+        self.totals = (snapshot.upload_total, snapshot.download_total);
+        let (rest_up, rest_down) = (total_up.saturating_sub(seen_up), total_down.saturating_sub(seen_down));
+        if rest_up > 0 || rest_down > 0 {
+            let slot = per_inbound.entry(sole_inbound.unwrap_or_default().to_string()).or_default();
+            slot.0 += rest_up;
+            slot.1 += rest_down;
+        }
         per_inbound
             .into_iter()
             .filter(|(_, (up, down))| *up > 0 || *down > 0)
-            .map(|(tag, (up, down))| InboundTraffic { tag: tag.into(), up, down })
+            .map(|(tag, (up, down))| InboundTraffic { tag, up, down })
             .collect()
     }
 
-    /// The instance restarted (reload): every connection is new.
+    /// The instance restarted (reload): every connection is new and the totals start over.
     pub fn reset(&mut self) {
         self.seen.clear();
+        self.totals = (0, 0);
     }
 }
 
@@ -177,30 +195,34 @@ mod tests {
     #[test]
     fn tracker_counts_each_connection_once_per_inbound() {
         let mut t = ConnectionTracker::default();
-        let first = Connections {
-            connections: vec![
-                conn("a", "vless/vless-in", 10, 100),
-                conn("b", "vless/vless-in", 1, 1),
-                conn("c", "mixed/", 5, 5),
-            ],
-            ..Default::default()
+        let snap = |connections, up_total, down_total| Connections {
+            connections,
+            upload_total: up_total,
+            download_total: down_total,
         };
-        assert_eq!(t.observe(&first), vec![InboundTraffic { tag: "vless-in".into(), up: 11, down: 101 }]);
-        // "a" moved on, "b" closed, "d" is new.
-        let second = Connections {
-            connections: vec![conn("a", "vless/vless-in", 15, 300), conn("d", "trojan/tr-in", 2, 20)],
-            ..Default::default()
-        };
+        let first = snap(vec![conn("a", "vless/vless-in", 10, 100), conn("b", "vless/vless-in", 1, 1)], 11, 101);
+        assert_eq!(t.observe(&first, None), vec![InboundTraffic { tag: "vless-in".into(), up: 11, down: 101 }]);
+        // "a" moved on, "b" closed after 4 more bytes down, "d" is new.
+        let second = snap(vec![conn("a", "vless/vless-in", 15, 300), conn("d", "trojan/tr-in", 2, 20)], 18, 325);
         assert_eq!(
-            t.observe(&second),
+            t.observe(&second, None),
             vec![
+                InboundTraffic { tag: "".into(), up: 0, down: 4 },
                 InboundTraffic { tag: "tr-in".into(), up: 2, down: 20 },
                 InboundTraffic { tag: "vless-in".into(), up: 5, down: 200 },
-            ]
+            ],
+            "bytes of closed connections are counted for the node"
         );
-        assert!(t.observe(&second).is_empty(), "nothing moved");
+        assert!(t.observe(&second, None).is_empty(), "nothing moved");
+        // A connection that came and went between two snapshots, on a node with one inbound.
+        let third = snap(vec![], 18 + 80, 325 + 4000);
+        assert_eq!(
+            t.observe(&third, Some("vless-in")),
+            vec![InboundTraffic { tag: "vless-in".into(), up: 80, down: 4000 }]
+        );
         t.reset();
-        assert_eq!(t.observe(&second).len(), 2, "after a reload every connection is new");
+        let after_reload = snap(vec![conn("e", "vless/vless-in", 1, 2)], 1, 2);
+        assert_eq!(t.observe(&after_reload, None), vec![InboundTraffic { tag: "vless-in".into(), up: 1, down: 2 }]);
     }
 
     #[test]
