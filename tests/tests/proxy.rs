@@ -180,10 +180,11 @@ fn a_download_survives_adding_and_removing_100_other_users() {
     let core_started = Instant::now();
     add_clients(&fleet, node, json!([{ "email": "long@x", "inbound_id": inbound }]));
     let id = client_id(&fleet, "long@x");
-    let server = fleet.file_server(agent, 8 * MIB);
+    // 48 MiB at 6 MiB/s: about 8 s, and far more than the socket buffers between the cores and
+    // curl hold, so the server core's connection is still moving data during the user changes.
+    let server = fleet.file_server(agent, 48 * MIB);
     let client = vmess_client(&mut fleet, agent, port, &id);
-    // About 8 s at 1 MiB/s: the user changes below happen while it runs.
-    let mut download = client.start_download(&server, "1M");
+    let mut download = client.start_download(&server, "6M");
     std::thread::sleep(Duration::from_millis(500));
     let bulk: Vec<Value> = (0..100).map(|i| json!({ "email": format!("bulk{i}@x"), "inbound_id": inbound })).collect();
     let started = Instant::now();
