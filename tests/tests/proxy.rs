@@ -483,8 +483,27 @@ fn node_backups_export_and_import() {
     let file = fleet.api.get(&format!("/api/v1/backup/node/{node}"));
     assert_eq!(file.status, 200);
     assert!(file.raw.starts_with("SQLite format 3"), "the same snapshot as a download");
-    let all = fleet.api.get("/api/v1/backup/all");
+    let all = fleet.api.get("/api/v1/backup/all?format=json");
     assert_eq!(all.body["count"], 1, "{}", all.raw);
+    let zip = fleet.api.get("/api/v1/backup/all");
+    assert_eq!(zip.header("content-type"), Some("application/zip"), "the web UI saves a ZIP");
+    assert!(zip.raw.starts_with("PK") && zip.raw.contains("nl-1.db"), "a ZIP holding nl-1.db");
+
+    // The web UI's multipart import of the downloaded file.
+    let db = fleet.tmp.path().join("nl-1.db");
+    std::fs::write(&db, &bytes).unwrap();
+    let url = format!("{}/api/v1/backup/node/{node}/import", fleet.api.base);
+    let creds = format!("{}:{}", fleet.api.user, fleet.api.password);
+    let form = format!("file=@{}", db.display());
+    let out = std::process::Command::new("curl").args(["-sS", "-u", &creds, "-F", &form, &url]).output().unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(answer["success"], json!(true), "{answer}");
+    let empty = fleet.tmp.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let form = format!("file=@{}", empty.display());
+    let out = std::process::Command::new("curl").args(["-sS", "-u", &creds, "-F", &form, &url]).output().unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["detail"], "empty file", "{answer}");
 
     let restored = fleet.api.post(&format!("/api/v1/backup/database/{node}"), &json!({ "backup_data": b64 }));
     assert_eq!(restored.status, 200, "{}", restored.raw);

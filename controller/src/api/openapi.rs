@@ -57,6 +57,7 @@ pub const PATH: &str = "/openapi.json";
         backup::import,
         backup::download,
         backup::all,
+        backup::import_file,
         webui::auth::mfa_status,
         webui::auth::verify,
         webui::nodes::list_names,
@@ -162,6 +163,7 @@ mod tests {
         ("post", "/api/v1/backup/database/{node_id}", false),
         ("get", "/api/v1/backup/node/{node_id}", false),
         ("get", "/api/v1/backup/all", false),
+        ("post", "/api/v1/backup/node/{node_id}/import", false),
         ("get", "/api/v1/auth/mfa-status", true),
         ("get", "/api/v1/auth/verify", false),
         ("get", "/api/v1/nodes/list", false),
@@ -217,7 +219,7 @@ mod tests {
             assert!(responses.contains_key("200"), "{what}: no 200");
             let ok = &responses["200"]["content"];
             assert!(
-                ["application/json", "text/plain", "application/vnd.sqlite3"]
+                ["application/json", "text/plain", "application/vnd.sqlite3", "application/zip"]
                     .iter()
                     .any(|t| ok[*t]["schema"].is_object()),
                 "{what}: 200 without a schema"

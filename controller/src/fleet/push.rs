@@ -16,6 +16,9 @@ use super::{Fleet, FleetError};
 /// How long a push may take: a core restart (new inbound) or thousands of users take seconds.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Pushes of one fan-out in flight at once.
+pub const PUSHES_IN_FLIGHT: usize = 64;
+
 /// What happened to a change on one node.
 #[derive(Debug, Clone)]
 pub enum PushOutcome {
@@ -86,12 +89,18 @@ impl Fleet {
         }
     }
 
-    /// Pushes to every node in `nodes` concurrently.
+    /// Pushes to every node in `nodes` concurrently, at most [`PUSHES_IN_FLIGHT`] at a time: each
+    /// push reads the store, and thousands at once would starve the sessions' own store writes
+    /// (traffic commits) and with them their heartbeats.
     pub async fn push_many(self: &Arc<Self>, nodes: &[NodeId]) -> HashMap<NodeId, PushOutcome> {
         let mut tasks = tokio::task::JoinSet::new();
+        let limit = Arc::new(tokio::sync::Semaphore::new(PUSHES_IN_FLIGHT));
         for &node in nodes {
-            let fleet = self.clone();
-            tasks.spawn(async move { (node, fleet.push_proxy_state(node).await) });
+            let (fleet, limit) = (self.clone(), limit.clone());
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (node, fleet.push_proxy_state(node).await)
+            });
         }
         let mut out = HashMap::new();
         while let Some(joined) = tasks.join_next().await {

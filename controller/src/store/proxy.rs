@@ -172,6 +172,15 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
     })
 }
 
+/// `node_id` bounds selecting one node or all: a range the node_id indexes serve (SQLite cannot
+/// use an index for `?1 IS NULL OR node_id = ?1`, and a push reads one node's rows every time).
+fn node_range(node: Option<NodeId>) -> (i64, i64) {
+    match node {
+        Some(n) => (n.0, n.0),
+        None => (i64::MIN, i64::MAX),
+    }
+}
+
 /// Bumps and returns the node's revision.
 fn bump(tx: &Transaction<'_>, node: NodeId) -> Result<u64, StoreError> {
     let rev: i64 = tx.query_row(
@@ -284,9 +293,10 @@ impl Store {
     pub fn inbounds(&self, node: Option<NodeId>) -> Result<Vec<InboundRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {INBOUND_COLUMNS} FROM inbounds WHERE ?1 IS NULL OR node_id = ?1 ORDER BY node_id, id"
+            "SELECT {INBOUND_COLUMNS} FROM inbounds WHERE node_id BETWEEN ?1 AND ?2 ORDER BY node_id, id"
         ))?;
-        let rows = stmt.query_map(params![node.map(|n| n.0)], inbound_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let (lo, hi) = node_range(node);
+        let rows = stmt.query_map(params![lo, hi], inbound_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -380,11 +390,11 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {CLIENT_COLUMNS} FROM clients
-             WHERE (?1 IS NULL OR node_id = ?1) AND (?2 IS NULL OR instr(lower(email), lower(?2)) > 0)
+             WHERE node_id BETWEEN ?1 AND ?2 AND (?3 IS NULL OR instr(lower(email), lower(?3)) > 0)
              ORDER BY node_id, inbound_id, id"
         ))?;
-        let rows =
-            stmt.query_map(params![node.map(|n| n.0), email], client_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let (lo, hi) = node_range(node);
+        let rows = stmt.query_map(params![lo, hi, email], client_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 

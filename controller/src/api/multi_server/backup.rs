@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{existing_node, ApiError, BasicUser, ErrorBody, JsonBody, NodeIdPath, TAG};
+use super::{existing_node, ApiError, BasicUser, ErrorBody, JsonBody, NodeIdPath, Query, TAG};
 use crate::api::{timestamp, AppState};
 use crate::fleet::push::PUSH_TIMEOUT;
 use crate::fleet::FleetError;
@@ -178,36 +178,132 @@ pub async fn download(
         .into_response())
 }
 
-/// Backups of every node, taken concurrently.
+/// `?format=` of `/backup/all`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AllQuery {
+    /// `zip` (default, as the original manager and its web UI) or `json`.
+    format: Option<String>,
+}
+
+/// Backups of every node, taken concurrently: a ZIP with `<node>.db` per node (or
+/// `<node>.error.txt` saying why there is none), or with `?format=json` the JSON rows.
 #[utoipa::path(
     get,
     path = "/api/v1/backup/all",
     operation_id = "all_node_backups",
     tag = TAG,
     security(("basic" = [])),
+    params(AllQuery),
     responses(
-        (status = 200, description = "One row per node", body = AllBackups),
+        (status = 200, description = "A ZIP of every node's backup", content_type = "application/zip", body = Vec<u8>),
+        (status = 200, description = "With ?format=json: one row per node", body = AllBackups),
+        (status = 400, description = "Unknown format", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     ),
 )]
-pub async fn all(_: BasicUser, State(state): State<AppState>) -> Result<Json<AllBackups>, ApiError> {
+pub async fn all(_: BasicUser, State(state): State<AppState>, Query(q): Query<AllQuery>) -> Result<Response, ApiError> {
+    let json = match q.format.as_deref() {
+        None | Some("") | Some("zip") => false,
+        Some("json") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("format: must be zip or json, got {other:?}"))),
+    };
     let nodes = state.store.nodes()?;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, node) in nodes.iter().cloned().enumerate() {
         let state = state.clone();
-        tasks.spawn(async move { (i, export(&state, &node).await.map(|e| NodeBackup::of(&node, &e))) });
+        tasks.spawn(async move { (i, export(&state, &node).await) });
     }
-    let mut rows: Vec<Option<BackupRow>> = (0..nodes.len()).map(|_| None).collect();
+    let mut exports: Vec<Option<Result<StateExport, ApiError>>> = (0..nodes.len()).map(|_| None).collect();
     while let Some(Ok((i, result))) = tasks.join_next().await {
-        let node = &nodes[i];
-        rows[i] = Some(match result {
-            Ok(b) => BackupRow::Backup(b),
-            Err(e) => BackupRow::Failed { node: node.name.clone(), node_id: node.id.0, error: describe(&e) },
-        });
+        exports[i] = Some(result);
     }
-    let backups: Vec<BackupRow> = rows.into_iter().flatten().collect();
-    let count = backups.iter().filter(|r| matches!(r, BackupRow::Backup(_))).count();
-    Ok(Json(AllBackups { backups, count, timestamp: timestamp(OffsetDateTime::now_utc()) }))
+    let now = OffsetDateTime::now_utc();
+    if json {
+        let backups: Vec<BackupRow> = nodes
+            .iter()
+            .zip(exports)
+            .map(|(node, export)| match export {
+                Some(Ok(e)) => BackupRow::Backup(NodeBackup::of(node, &e)),
+                Some(Err(e)) => BackupRow::Failed { node: node.name.clone(), node_id: node.id.0, error: describe(&e) },
+                None => BackupRow::Failed {
+                    node: node.name.clone(),
+                    node_id: node.id.0,
+                    error: "backup task failed".into(),
+                },
+            })
+            .collect();
+        let count = backups.iter().filter(|r| matches!(r, BackupRow::Backup(_))).count();
+        return Ok(Json(AllBackups { backups, count, timestamp: timestamp(now) }).into_response());
+    }
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    // SQLite pages are stored as they are: the archive is a container, not a compressor.
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (node, export) in nodes.iter().zip(exports) {
+        let stem = file_stem(&node.name);
+        let (name, bytes) = match export {
+            Some(Ok(e)) => (format!("{stem}.db"), e.sqlite),
+            Some(Err(e)) => (format!("{stem}.error.txt"), describe(&e).into_bytes()),
+            None => (format!("{stem}.error.txt"), b"backup task failed".to_vec()),
+        };
+        zip.start_file(name, options).map_err(|e| ApiError::Internal(e.to_string()))?;
+        std::io::Write::write_all(&mut zip, &bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    let archive = zip.finish().map_err(|e| ApiError::Internal(e.to_string()))?.into_inner();
+    let stamp = time::macros::format_description!("[year][month][day]_[hour][minute][second]");
+    let name = format!("attachment; filename=\"all_backups_{}.zip\"", now.format(&stamp).unwrap_or_default());
+    let disposition = HeaderValue::from_str(&name).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/zip")),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        archive,
+    )
+        .into_response())
+}
+
+/// A node name made safe as a file name inside the archive.
+fn file_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+}
+
+/// The web UI's import: the `.db` file as multipart field `file`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/backup/node/{node_id}/import",
+    operation_id = "import_node_backup_file",
+    tag = TAG,
+    security(("basic" = [])),
+    params(("node_id" = i64, Path, description = "Node id")),
+    request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "Field `file`: the backup"),
+    responses(
+        (status = 200, description = "Imported", body = ImportResult),
+        (status = 400, description = "No file, an empty file, or not a node backup", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is offline", body = ErrorBody),
+    ),
+)]
+pub async fn import_file(
+    _: BasicUser,
+    State(state): State<AppState>,
+    NodeIdPath(id): NodeIdPath,
+    mut form: axum::extract::Multipart,
+) -> Result<Json<ImportResult>, ApiError> {
+    let node = existing_node(&state, id)?;
+    let mut file = None;
+    while let Some(field) = form.next_field().await.map_err(|e| ApiError::BadRequest(format!("file: {e}")))? {
+        if field.name() == Some("file") {
+            file = Some(field.bytes().await.map_err(|e| ApiError::BadRequest(format!("file: {e}")))?);
+        }
+    }
+    let file = file.ok_or_else(|| ApiError::BadRequest("file required".into()))?;
+    if file.is_empty() {
+        return Err(ApiError::BadRequest("empty file".into()));
+    }
+    Ok(Json(import_into(&state, node, file.to_vec()).await?))
 }
 
 /// `POST /api/v1/backup/database/{node_id}` body.
@@ -251,6 +347,11 @@ pub async fn import(
     let sqlite = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .map_err(|e| ApiError::BadRequest(format!("backup_data: not base64: {e}")))?;
+    Ok(Json(import_into(&state, node, sqlite).await?))
+}
+
+/// Sends a backup to the node for a validated import, then pushes the desired state again.
+async fn import_into(state: &AppState, node: NodeRecord, sqlite: Vec<u8>) -> Result<ImportResult, ApiError> {
     let body = codec::encode_body(&StateImport { sqlite })
         .map_err(|e| ApiError::BadRequest(format!("backup_data: too large to send to the node: {e}")))?;
     let answer = state
@@ -261,11 +362,11 @@ pub async fn import(
     let report: ImportReport = codec::decode_from(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
     // The controller's desired state stays the source of truth: make sure the node has it.
     let outcome = state.fleet.push_proxy_state(node.id).await;
-    Ok(Json(ImportResult {
+    Ok(ImportResult {
         success: true,
         node: node.name,
         clients_restored: report.clients,
         backup_revision: report.revision,
         status: outcome.status(),
-    }))
+    })
 }

@@ -312,9 +312,28 @@ pub async fn batch_add(
         objects.push(m);
     }
     let nodes = target_nodes(&state, body.node_ids.as_deref())?;
+    // Thousands of nodes' store work must not hold an async worker (the agents' sessions run there).
+    let store_state = state.clone();
+    let (per_node, any_found) = tokio::task::spawn_blocking(move || store_new_clients(&store_state, &nodes, &objects))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if !any_found {
+        return Err(ApiError::NotFound("none of the named inbounds exists on the target nodes".into()));
+    }
+    push_and_answer(&state, per_node).await
+}
+
+/// Per-node store work of a batch add: each entry's inbound on each node, parsed and inserted.
+/// Returns each node's entries and whether any named inbound exists anywhere.
+#[allow(clippy::type_complexity)]
+fn store_new_clients(
+    state: &AppState,
+    nodes: &[NodeRecord],
+    objects: &[serde_json::Map<String, Value>],
+) -> Result<(Vec<(NodeRecord, Vec<BatchAddEntry>)>, bool), ApiError> {
     let mut per_node = vec![];
     let mut any_found = false;
-    for node in &nodes {
+    for node in nodes {
         let inbounds = state.store.inbounds(Some(node.id))?;
         // Every entry gets its result below: at once when its inbound is missing, else with its group.
         let mut results: Vec<Option<BatchAddEntry>> = (0..objects.len()).map(|_| None).collect();
@@ -350,9 +369,13 @@ pub async fn batch_add(
         }
         per_node.push((node.clone(), results.into_iter().flatten().collect::<Vec<_>>()));
     }
-    if !any_found {
-        return Err(ApiError::NotFound("none of the named inbounds exists on the target nodes".into()));
-    }
+    Ok((per_node, any_found))
+}
+
+async fn push_and_answer(
+    state: &AppState,
+    per_node: Vec<(NodeRecord, Vec<BatchAddEntry>)>,
+) -> Result<Json<BatchAddResult>, ApiError> {
     let ids: Vec<NodeId> = per_node.iter().map(|(n, _)| n.id).collect();
     let outcomes = state.fleet.push_many(&ids).await;
     let results = per_node

@@ -57,6 +57,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/backup/database/{node_id}", get(backup::get_one).post(backup::import))
         .route("/api/v1/backup/node/{node_id}", get(backup::download))
         .route("/api/v1/backup/all", get(backup::all))
+        .route("/api/v1/backup/node/{node_id}/import", post(backup::import_file))
         .merge(webui::router())
 }
 
