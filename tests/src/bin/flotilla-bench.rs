@@ -169,14 +169,19 @@ fn main() -> anyhow::Result<()> {
         "flotilla-bench: {} simulated agents, heartbeat {:?}, {} client endpoints",
         args.agents, args.heartbeat, args.endpoints
     );
-    let every = |d: Duration| if d.is_zero() { "off".to_string() } else { format!("every {d:?}") };
-    println!(
-        "  per agent: metrics {} (real sysinfo sample), traffic batch {} with {} users (synthetic)",
-        every(args.metrics_interval),
-        every(args.stats_interval),
-        args.users_per_agent
-    );
+    let metrics = match args.metrics_interval {
+        d if d.is_zero() => "off".to_string(),
+        d => format!("every {d:?} (real sysinfo sample)"),
+    };
+    let traffic = match args.stats_interval {
+        d if d.is_zero() || args.users_per_agent == 0 => "off".to_string(),
+        d => format!("every {d:?} with {} users (synthetic)", args.users_per_agent),
+    };
+    println!("  per agent: metrics {metrics}, traffic batch {traffic}");
     let idle_rss = proc_usage(pid)?.0;
+    // The machine may be shared: say how busy it was when the run started.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
 
     // 1. Nodes, through the real API (several client threads).
     let t = Instant::now();
@@ -374,6 +379,19 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
         rtts.len()
     );
     println!("  available in /api/v1/servers/availability: {available}/{}", rows.len());
+    let (http, auth) = (ctl.http.clone(), ctl.auth.clone());
+    let status: Value = tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
+        Ok(ureq::get(&format!("{http}/api/v1/servers/status")).set("Authorization", &auth).call()?.into_json()?)
+    })
+    .await??;
+    let servers = status["servers"].as_array().cloned().unwrap_or_default();
+    let with_metrics = servers.iter().filter(|s| !s["system"].is_null()).count();
+    let with_core = servers.iter().filter(|s| s["xray"]["running"] == Value::Bool(true)).count();
+    println!(
+        "  in /api/v1/servers/status: {with_metrics}/{} with a metrics sample, {with_core}/{} with a running (in-memory) core",
+        servers.len(),
+        servers.len()
+    );
     if let Ok((own_rss, _, _)) = proc_usage(std::process::id()) {
         println!("  (simulator process RSS: {:.1} MiB)", own_rss as f64 / 1048576.0);
     }
@@ -451,6 +469,7 @@ async fn add_client_rounds(args: &Args, ctl: &Controller, cores: &[Arc<Recording
             eprintln!("  round {k}: {other} nodes not applied, e.g. {}", bad.unwrap_or_default());
         }
     }
+    let (first, last) = (times.first().copied().unwrap_or(f64::NAN), times.last().copied().unwrap_or(f64::NAN));
     times.sort_by(|a, b| a.total_cmp(b));
     let with_all =
         cores.iter().filter(|c| c.applied().is_some_and(|s| s.clients.len() == args.add_client_rounds)).count();
@@ -462,10 +481,26 @@ async fn add_client_rounds(args: &Args, ctl: &Controller, cores: &[Arc<Recording
         times.last().copied().unwrap_or(f64::NAN)
     );
     println!(
+        "  (min {:.1} ms; first round {first:.1} ms, last round {last:.1} ms: each push carries the node's whole state)",
+        times.first().copied().unwrap_or(f64::NAN)
+    );
+    println!(
         "  per-node statuses: {applied_total} applied, {other_total} not; cores holding all {} clients: {with_all}/{nodes}",
         args.add_client_rounds
     );
     if other_total > 0 {
+        // "queued" means the controller saw the node offline: count the links still up.
+        let (http, auth) = (ctl.http.clone(), ctl.auth.clone());
+        let body: Value = tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
+            Ok(ureq::get(&format!("{http}/api/v1/servers/availability"))
+                .set("Authorization", &auth)
+                .call()?
+                .into_json()?)
+        })
+        .await??;
+        let rows = body["availability"].as_array().cloned().unwrap_or_default();
+        let up = rows.iter().filter(|r| r["available"] == Value::Bool(true)).count();
+        println!("  links still available after the rounds: {up}/{} (the simulator does not reconnect)", rows.len());
         bail!("{other_total} per-node results were not \"applied\"");
     }
     Ok(())

@@ -154,6 +154,9 @@ fn main() -> anyhow::Result<()> {
     };
     std::env::set_var("FLOTILLA_BIN_DIR", &bin);
     println!("flotilla-core-bench: {} users, {} nodes × {} rounds", args.users, args.nodes, args.rounds);
+    // The machine may be shared: say how busy it was when the run started.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
 
     if !args.skip_users {
         let (flavor, binary) = match &args.core {
@@ -395,15 +398,18 @@ async fn users_and_stats(
         core.generation()
     );
     if let Some(d) = download.as_mut() {
-        let during = d.received().saturating_sub(received0);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = d.received();
-        let running = d.running();
-        let grew = after > received0 + during;
+        // curl's rate limit is an average (it may burst, then pause), so allow up to 10 s for
+        // the next bytes after the adds.
+        let end_of_adds = d.received();
+        let waited = Instant::now();
+        while d.received() == end_of_adds && d.running() && waited.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (running, grew) = (d.running(), d.received() > end_of_adds);
         println!(
-            "  download through the inbound during the adds (1 MiB/s, user keep@x): {} ({:.1} MiB during the adds, still running: {running}, still moving afterwards: {grew})",
+            "  download through the inbound during the adds (curl --limit-rate 1M, user keep@x): {} ({:.1} MiB received during the adds; afterwards still running: {running}, still receiving: {grew})",
             if running && grew { "survived" } else { "DROPPED" },
-            during as f64 / 1048576.0,
+            end_of_adds.saturating_sub(received0) as f64 / 1048576.0,
         );
     }
 
@@ -505,6 +511,44 @@ fn synthetic_poll(users: usize, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fleet whose agents are stopped with SIGTERM, so each stops its own core (the harness's drop
+/// SIGKILLs agents, which would leave their cores running); any process still naming the fleet's
+/// temp dir afterwards is killed by pid.
+struct FleetRun {
+    fleet: Option<Fleet>,
+    agents: usize,
+}
+
+impl FleetRun {
+    fn fleet(&mut self) -> &mut Fleet {
+        self.fleet.as_mut().expect("fleet runs until dropped")
+    }
+}
+
+impl Drop for FleetRun {
+    fn drop(&mut self) {
+        let Some(mut fleet) = self.fleet.take() else { return };
+        for i in 0..self.agents {
+            fleet.stop_agent(i, false);
+        }
+        let marker = fleet.tmp.path().display().to_string();
+        drop(fleet);
+        let mine = std::process::id();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if pid == mine {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&marker) {
+                eprintln!("  (killing leftover process {pid}: {})", cmdline.trim());
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
 /// Part 3: N real agents with real cores behind a real controller.
 fn fleet(args: &Args, bin: &Path) -> anyhow::Result<()> {
     println!(
@@ -527,13 +571,15 @@ fn fleet(args: &Args, bin: &Path) -> anyhow::Result<()> {
         loopback: true,
         ..Default::default()
     };
-    let mut fleet = Fleet::start_with(opts);
+    let mut run = FleetRun { fleet: Some(Fleet::start_with(opts)), agents: 0 };
     let t = Instant::now();
     let mut ids = vec![];
     for i in 0..args.nodes {
-        let index = fleet.add_agent(&format!("core-{i}"));
-        ids.push(fleet.agent(index).node_id);
+        let index = run.fleet().add_agent(&format!("core-{i}"));
+        run.agents = index + 1;
+        ids.push(run.fleet().agent(index).node_id);
     }
+    let fleet = &*run.fleet();
     fleet.wait_connected(&ids, Duration::from_secs(60));
     let running = |fleet: &Fleet| -> HashMap<i64, Value> {
         let body = fleet.api.get("/api/v1/servers/status").body;
@@ -546,9 +592,9 @@ fn fleet(args: &Args, bin: &Path) -> anyhow::Result<()> {
             .collect()
     };
     wait_for("every agent's core to run", Duration::from_secs(60), || {
-        (running(&fleet).len() == ids.len()).then_some(())
+        (running(fleet).len() == ids.len()).then_some(())
     });
-    let cores = running(&fleet);
+    let cores = running(fleet);
     let version = cores.values().next().and_then(|x| x["version"].as_str()).unwrap_or_default().to_string();
     println!(
         "  {} agents enrolled, connected, cores running: {:.1} s (core version {version})",
@@ -582,8 +628,8 @@ fn fleet(args: &Args, bin: &Path) -> anyhow::Result<()> {
         percentile(&creates, 50.0),
         creates.last().copied().unwrap_or(f64::NAN)
     );
-    wait_for("every core to run again", Duration::from_secs(60), || (running(&fleet).len() == ids.len()).then_some(()));
-    let before = running(&fleet);
+    wait_for("every core to run again", Duration::from_secs(60), || (running(fleet).len() == ids.len()).then_some(()));
+    let before = running(fleet);
 
     let mut times = vec![];
     let (mut applied, mut other) = (0usize, 0usize);
@@ -601,7 +647,7 @@ fn fleet(args: &Args, bin: &Path) -> anyhow::Result<()> {
         }
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    let after = running(&fleet);
+    let after = running(fleet);
     let restarted = before
         .iter()
         .filter(|(id, x)| after.get(id).is_none_or(|a| a["uptime"].as_u64() < x["uptime"].as_u64()))
@@ -615,7 +661,7 @@ fn fleet(args: &Args, bin: &Path) -> anyhow::Result<()> {
         times.last().copied().unwrap_or(f64::NAN)
     );
     println!("  per-node statuses: {applied} applied, {other} not; cores restarted during the rounds: {restarted}");
-    drop(fleet);
+    drop(run);
     if other > 0 {
         bail!("{other} per-node results were not applied");
     }
