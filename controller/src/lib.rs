@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod fleet;
+pub mod jobs;
 pub mod pki;
 pub mod private_file;
 pub mod proxy;

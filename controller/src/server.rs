@@ -136,7 +136,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Err(e) => return Err(StartError::BasePath(e)),
     };
     let app = api::app(
-        AppState { store: store.clone(), fleet: fleet.clone(), auth, feed: Default::default() },
+        AppState {
+            store: store.clone(),
+            fleet: fleet.clone(),
+            auth,
+            feed: Default::default(),
+            history: crate::jobs::history::HistoryJob::start(fleet.clone()),
+        },
         base_path.as_deref(),
     );
     let listener =

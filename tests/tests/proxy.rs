@@ -154,6 +154,10 @@ fn inbound_client_traffic_and_subscription_work_end_to_end() {
     assert_eq!(emails["emails"], json!(["alice@x"]));
     assert_eq!(emails["stats"]["alice@x"]["count"], 1, "{emails}");
     assert_eq!(fleet.api.request("GET", "/api/v1/sub/nobody@x", None, None).status, 404);
+    let grouped = fleet.api.request("GET", "/api/v1/sub-grouped/ALICE", None, None);
+    assert_eq!(grouped.status, 200, "{}", grouped.raw);
+    assert_eq!(grouped.raw, sub.raw, "the grouped link of one client is its subscription");
+    assert_eq!(fleet.api.request("GET", "/api/v1/sub-grouped/zzz", None, None).status, 404);
 
     // Deleting the client cuts it off at once; the inbound's other users are not touched.
     let gone = fleet.api.delete(&format!("/api/v1/clients/{id}?node_id={node}&inbound_id={inbound}"));

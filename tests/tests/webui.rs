@@ -446,3 +446,31 @@ fn the_websocket_feed_answers_subscriptions_and_pushes_updates() {
     assert_eq!(update["data"]["action"], "batch_enable", "{update}");
     assert_eq!(update["data"]["result"]["total"], r.body["total"], "{update}");
 }
+
+/// The monitoring tab: the controller's dependencies and a node's history, which the controller
+/// samples at start and every minute.
+#[test]
+fn monitoring_tab_shows_dependencies_and_node_history() {
+    let mut fleet = Fleet::start_with(FleetOptions { loopback: true, ..Default::default() });
+    let agent = fleet.add_agent("hist-1");
+    let node = fleet.agent(agent).node_id;
+    fleet.wait_connected(&[node], Duration::from_secs(15));
+    let deps = fleet.api.get("/api/v1/health/deps");
+    assert_eq!(deps.status, 200, "{}", deps.raw);
+    assert_eq!(deps.body["collector_running"], json!(true), "{}", deps.raw);
+    assert_eq!(deps.body["redis"]["enabled"], json!(false));
+
+    // A restarted controller samples at once; the agent is back within a second or two.
+    fleet.stop_controller();
+    fleet.start_controller();
+    fleet.wait_connected(&[node], Duration::from_secs(15));
+    let history = fleet.api.get(&format!("/api/v1/history/nodes/{node}?since_sec=3600&limit=900"));
+    assert_eq!(history.status, 200, "{}", history.raw);
+    let points = history.body["points"].as_array().unwrap();
+    assert!(!points.is_empty(), "{}", history.raw);
+    assert_eq!(points[0]["node_name"], "hist-1");
+    assert!(points[0]["ts"].as_i64().unwrap() > 1_700_000_000);
+    assert!(points[0]["traffic_total"].is_u64(), "{}", history.raw);
+    assert_eq!(history.body["since_sec"], 3600);
+    assert_eq!(fleet.api.get("/api/v1/history/nodes/999").status, 404);
+}

@@ -19,6 +19,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Live events for the web UI's WebSocket feed.
     pub feed: multi_server::feed::FeedHub,
+    /// The node history sampler.
+    pub history: Arc<crate::jobs::history::HistoryJob>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under

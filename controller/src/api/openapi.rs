@@ -53,6 +53,7 @@ pub const PATH: &str = "/openapi.json";
         traffic::reset_all,
         subscription::emails,
         subscription::subscription,
+        subscription::grouped,
         backup::get_one,
         backup::import,
         backup::download,
@@ -74,6 +75,8 @@ pub const PATH: &str = "/openapi.json";
         webui::clients::client_traffic_by_path,
         webui::clients::add_client_to_nodes,
         webui::snapshots::latest_snapshot,
+        webui::monitoring::health_deps,
+        webui::monitoring::node_history,
     ),
     components(schemas(multi_server::ErrorBody)),
     modifiers(&BasicAuth),
@@ -159,6 +162,7 @@ mod tests {
         ("post", "/api/v1/automation/reset-all-traffic", false),
         ("get", "/api/v1/emails", false),
         ("get", "/api/v1/sub/{email}", true),
+        ("get", "/api/v1/sub-grouped/{identifier}", true),
         ("get", "/api/v1/backup/database/{node_id}", false),
         ("post", "/api/v1/backup/database/{node_id}", false),
         ("get", "/api/v1/backup/node/{node_id}", false),
@@ -180,6 +184,8 @@ mod tests {
         ("get", "/api/v1/nodes/{node_id}/client/{email}/traffic", false),
         ("post", "/api/v1/clients/add-to-nodes", false),
         ("get", "/api/v1/snapshots/latest", false),
+        ("get", "/api/v1/health/deps", false),
+        ("get", "/api/v1/history/nodes/{node_id}", false),
     ];
 
     fn doc() -> Value {
@@ -545,7 +551,8 @@ mod tests {
                     .replace("{node_id}", "1")
                     .replace("{inbound_id}", "1")
                     .replace("{client_id}", "5783a3e7-e373-51cd-8642-c83782b807c5")
-                    .replace("{email}", "nobody@example.com");
+                    .replace("{email}", "nobody@example.com")
+                    .replace("{identifier}", "nobody");
                 let what = format!("{} {prefix}{concrete}", method.to_uppercase());
                 let (status, body) = request(addr, &method.to_uppercase(), &format!("{prefix}{concrete}")).await;
                 match (*public, *path) {

@@ -108,4 +108,19 @@ pub const MIGRATIONS: &[&str] = &[
         last_at INTEGER NOT NULL
     );
     "#,
+    // 3: a time series of each node's state, sampled by the controller (the web UI's history).
+    r#"
+    CREATE TABLE node_history (
+        node_id        INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        ts             INTEGER NOT NULL,
+        available      INTEGER NOT NULL,
+        core_running   INTEGER NOT NULL,
+        cpu            REAL,
+        online_clients INTEGER NOT NULL,
+        traffic_total  INTEGER NOT NULL,
+        rtt_ms         REAL,
+        PRIMARY KEY (node_id, ts)
+    );
+    CREATE INDEX node_history_ts ON node_history(ts);
+    "#,
 ];

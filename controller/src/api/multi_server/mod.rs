@@ -54,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/automation/reset-all-traffic", post(traffic::reset_all))
         .route("/api/v1/emails", get(subscription::emails))
         .route("/api/v1/sub/{email}", get(subscription::subscription))
+        .route("/api/v1/sub-grouped/{identifier}", get(subscription::grouped))
         .route("/api/v1/backup/database/{node_id}", get(backup::get_one).post(backup::import))
         .route("/api/v1/backup/node/{node_id}", get(backup::download))
         .route("/api/v1/backup/all", get(backup::all))

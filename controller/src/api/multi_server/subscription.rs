@@ -16,7 +16,7 @@ use super::{node_address, now_ms, ApiError, BasicUser, ErrorBody, TAG};
 use crate::api::AppState;
 use crate::proxy;
 use crate::sharelinks::{self, LinkClient, LinkInbound};
-use crate::store::InboundRecord;
+use crate::store::{ClientRecord, InboundRecord};
 
 /// Hours clients wait between subscription refreshes.
 const UPDATE_INTERVAL_HOURS: &str = "12";
@@ -53,6 +53,33 @@ pub async fn subscription(State(state): State<AppState>, Path(email): Path<Strin
     if clients.is_empty() {
         return Err(ApiError::NotFound(format!("no client with email {email:?}")));
     }
+    let title = clients[0].email.clone();
+    subscription_of(&state, &clients, &title)
+}
+
+/// One subscription for every client whose email contains `identifier` (any case), as the
+/// original manager's grouped link (shown by its web UI).
+#[utoipa::path(
+    get,
+    path = "/api/v1/sub-grouped/{identifier}",
+    operation_id = "grouped_subscription",
+    tag = TAG,
+    params(("identifier" = String, Path, description = "Part of the clients' emails (any case)")),
+    responses(
+        (status = 200, description = "Base64 of the share links, one per line", body = String, content_type = "text/plain"),
+        (status = 404, description = "No client's email contains it", body = ErrorBody),
+    ),
+)]
+pub async fn grouped(State(state): State<AppState>, Path(identifier): Path<String>) -> Result<Response, ApiError> {
+    let clients = state.store.clients(None, Some(&identifier)).map_err(ApiError::from)?;
+    if identifier.trim().is_empty() || clients.is_empty() {
+        return Err(ApiError::NotFound(format!("no client's email contains {identifier:?}")));
+    }
+    subscription_of(&state, &clients, &identifier)
+}
+
+/// The subscription body and headers of `clients`; fetches are counted per email.
+fn subscription_of(state: &AppState, clients: &[ClientRecord], title: &str) -> Result<Response, ApiError> {
     let nodes: HashMap<NodeId, _> = state.store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
     let mut inbounds: HashMap<(NodeId, i64), InboundRecord> = HashMap::new();
     for node in clients.iter().map(|c| c.node_id).collect::<BTreeSet<_>>() {
@@ -63,7 +90,7 @@ pub async fn subscription(State(state): State<AppState>, Path(email): Path<Strin
     let now = now_ms();
     let (mut up, mut down, mut total, mut expire) = (0u64, 0u64, 0u64, 0i64);
     let mut links = vec![];
-    for c in &clients {
+    for c in clients {
         up += c.up;
         down += c.down;
         total = total.saturating_add(c.total_bytes);
@@ -99,8 +126,11 @@ pub async fn subscription(State(state): State<AppState>, Path(email): Path<Strin
     if clients.iter().any(|c| c.total_bytes == 0) {
         total = 0;
     }
-    if let Err(e) = state.store.record_sub_fetch(&clients[0].email) {
-        tracing::warn!(error = %e, "cannot count a subscription fetch");
+    let fetched: BTreeSet<String> = clients.iter().map(|c| c.email.to_lowercase()).collect();
+    for email in &fetched {
+        if let Err(e) = state.store.record_sub_fetch(email) {
+            tracing::warn!(error = %e, "cannot count a subscription fetch");
+        }
     }
     let mut headers = HeaderMap::new();
     let set = |h: &mut HeaderMap, name: &'static str, value: String| {
@@ -113,7 +143,7 @@ pub async fn subscription(State(state): State<AppState>, Path(email): Path<Strin
     set(
         &mut headers,
         "profile-title",
-        format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(clients[0].email.as_bytes())),
+        format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(title.as_bytes())),
     );
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));

@@ -10,6 +10,7 @@
 pub(crate) mod auth;
 pub(crate) mod clients;
 pub(crate) mod inbounds;
+pub(crate) mod monitoring;
 pub(crate) mod nodes;
 pub(crate) mod snapshots;
 
@@ -44,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/inbounds/batch-delete", post(inbounds::batch_delete_inbounds))
         .route("/api/v1/clients/add-to-nodes", post(clients::add_client_to_nodes))
         .route("/api/v1/snapshots/latest", get(snapshots::latest_snapshot))
+        .route("/api/v1/health/deps", get(monitoring::health_deps))
+        .route("/api/v1/history/nodes/{node_id}", get(monitoring::node_history))
 }
 
 /// A caller authenticated with HTTP Basic, as [`BasicUser`], whose 401 has no challenge header.

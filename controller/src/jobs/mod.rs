@@ -1,0 +1,3 @@
+//! Background jobs of the controller.
+
+pub mod history;
