@@ -7,8 +7,6 @@
 //! agents started at random moments would.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,10 +22,6 @@ use tokio::sync::watch;
 /// Journal rows kept while the controller does not ack (link down): the oldest are dropped
 /// beyond this, so a long outage cannot grow the simulator without bound.
 const MAX_ROWS: usize = 1024;
-
-/// A boxed future, as `#[async_trait]` desugars the trait's async methods (the tests crate does
-/// not depend on `async-trait` itself).
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -195,6 +189,7 @@ impl RecordingCore {
     }
 }
 
+#[async_trait::async_trait]
 impl ProxyCore for RecordingCore {
     fn applied_revision(&self) -> u64 {
         self.status_tx.borrow().applied_revision
@@ -208,28 +203,16 @@ impl ProxyCore for RecordingCore {
         self.journal_tx.subscribe()
     }
 
-    fn current_status<'life0, 'async_trait>(&'life0 self) -> BoxFuture<'async_trait, CoreStatus>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move { self.status_tx.borrow().clone() })
+    async fn current_status(&self) -> CoreStatus {
+        self.status_tx.borrow().clone()
     }
 
-    fn apply<'life0, 'async_trait>(&'life0 self, state: ProxyState) -> BoxFuture<'async_trait, ApplyReport>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move { self.record(state) })
+    async fn apply(&self, state: ProxyState) -> ApplyReport {
+        self.record(state)
     }
 
-    fn restart<'life0, 'async_trait>(&'life0 self) -> BoxFuture<'async_trait, CoreStatus>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move { self.status_tx.borrow().clone() })
+    async fn restart(&self) -> CoreStatus {
+        self.status_tx.borrow().clone()
     }
 
     fn logs(&self, _query: &LogQuery) -> Vec<LogLine> {
