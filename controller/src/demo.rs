@@ -61,8 +61,12 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         }
     };
     let core_note = match &core {
-        Some(_) => "the local agent supervises a proxy core (v2ray/xray found on PATH)".to_string(),
-        None => "no proxy core found on PATH: install v2ray (apt-get install v2ray) for the proxy examples".to_string(),
+        Some(c) => {
+            let status = c.current_status().await;
+            let flavor = status.flavor.map(|f| f.as_str()).unwrap_or("a core");
+            format!("the local agent supervises {flavor} {}, found on PATH", status.version)
+        }
+        None => "no proxy core found on PATH: install v2ray (apt-get install v2ray) for these examples".to_string(),
     };
     let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(link::run(
