@@ -249,11 +249,8 @@ impl Established {
                 },
                 _ = metrics.tick(), if ctx.sampler.is_some() => {
                     let Some(sample) = sample(ctx.sampler.clone()).await else { continue };
-                    seq += 1;
-                    let body = match codec::encode_body(&sample) { Ok(b) => b, Err(_) => continue };
-                    let event = Event { kind: EventKind::METRICS_SAMPLE, seq, body };
-                    if let Err(e) = write_message(&mut send, Message::Event(event)).await {
-                        break LinkError::Protocol(format!("control stream: {e}"));
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::METRICS_SAMPLE, &sample).await {
+                        break e;
                     }
                 }
                 Some(()) = changed(&mut journal) => {

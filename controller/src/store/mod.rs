@@ -51,7 +51,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// Lower-case name (`admin`, `operator`, `viewer`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Operator => "operator",

@@ -131,7 +131,6 @@ pub struct CoreDriver {
     config_path: Option<PathBuf>,
     version: String,
     stats_interval: Duration,
-    started: Instant,
     inner: Mutex<Inner>,
     status_tx: watch::Sender<CoreStatus>,
     /// Latest journal sequence written; the link ships rows when it moves.
@@ -262,7 +261,6 @@ impl CoreDriver {
             config_path,
             version,
             stats_interval: settings.stats_interval.max(Duration::from_millis(200)),
-            started: Instant::now(),
             inner: Mutex::new(Inner {
                 desired,
                 served: vec![],
@@ -776,11 +774,6 @@ impl CoreDriver {
             self.journal_tx.send_replace(seq);
         }
         Ok(())
-    }
-
-    /// How long the driver has run.
-    pub fn age(&self) -> Duration {
-        self.started.elapsed()
     }
 }
 

@@ -14,20 +14,19 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{existing_node, ApiError, BasicUser, ErrorBody, JsonBody, NodeIdPath, Query, TAG};
+use super::{existing_node, node_call_error, ApiError, BasicUser, ErrorBody, JsonBody, NodeIdPath, Query, TAG};
 use crate::api::{timestamp, AppState};
 use crate::fleet::push::PUSH_TIMEOUT;
 use crate::fleet::FleetError;
 use crate::store::NodeRecord;
 
+/// A node refusing a backup's content is the caller's 400; other failures as for any node call.
 fn rpc_error(node: &NodeRecord, e: FleetError) -> ApiError {
     match e {
-        FleetError::NotConnected(_) => ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)),
         FleetError::Rpc { error: RpcError::BadRequest(why), .. } => {
             ApiError::BadRequest(format!("backup_data: node {} ({}) refused it: {why}", node.id, node.name))
         }
-        FleetError::Rpc { error, .. } => ApiError::Conflict(format!("node {} ({}): {error}", node.id, node.name)),
-        other => ApiError::Internal(other.to_string()),
+        other => node_call_error(node, other),
     }
 }
 

@@ -226,21 +226,34 @@ impl<T: DeserializeOwned> FromRequestParts<AppState> for Query<T> {
     }
 }
 
-/// The `{node_id}` path segment: a positive integer, or a 400.
+/// The `{node_id}` path segment (also on routes with more parameters): a positive integer, or a
+/// 400.
 pub struct NodeIdPath(pub flotilla_protocol::NodeId);
 
 impl FromRequestParts<AppState> for NodeIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let axum::extract::Path(params) =
+            axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let raw = params.get("node_id").map(String::as_str).unwrap_or_default();
         raw.parse::<i64>()
             .ok()
             .filter(|id| *id > 0)
             .map(|id| NodeIdPath(flotilla_protocol::NodeId(id)))
             .ok_or_else(|| ApiError::BadRequest(format!("node_id must be a positive integer, got {raw:?}")))
+    }
+}
+
+/// A failed call to a node's agent, as this family's error: the node being away or refusing is
+/// a 409 that names it; anything else is the controller's fault.
+fn node_call_error(node: &crate::store::NodeRecord, e: FleetError) -> ApiError {
+    match e {
+        FleetError::NotConnected(_) => ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)),
+        FleetError::Rpc { error, .. } => ApiError::Conflict(format!("node {} ({}): {error}", node.id, node.name)),
+        other => ApiError::Internal(other.to_string()),
     }
 }
 

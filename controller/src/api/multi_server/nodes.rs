@@ -48,7 +48,7 @@ fn split_url(raw: &str) -> Result<(String, String, String), ApiError> {
     Ok((host, port, path))
 }
 
-fn validate_name(name: Option<String>) -> Result<String, ApiError> {
+pub(super) fn validate_name(name: Option<String>) -> Result<String, ApiError> {
     let name = name.ok_or_else(|| ApiError::BadRequest("field 'name' is required".into()))?;
     let name = name.trim().to_string();
     if name.is_empty() {

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{existing_node, ApiError, BasicUser, ErrorBody, NodeIdPath, Query, TAG};
+use super::{existing_node, node_call_error, ApiError, BasicUser, ErrorBody, NodeIdPath, Query, TAG};
 use crate::api::{timestamp, AppState};
 use crate::fleet::push::PUSH_TIMEOUT;
-use crate::fleet::{FleetError, NodeLive};
+use crate::fleet::NodeLive;
 use crate::store::NodeRecord;
 use flotilla_protocol::codec;
 use flotilla_protocol::facts::HostFacts;
@@ -252,7 +252,7 @@ pub struct Logs {
 }
 
 /// The documented server status object.
-fn server_status(state: &AppState, node: &NodeRecord) -> ServerStatus {
+pub(crate) fn server_status(state: &AppState, node: &NodeRecord) -> ServerStatus {
     let view = View::of(state, node);
     let metrics = view.live.metrics.as_ref().or(node.last_metrics.as_ref());
     let sampled_at =
@@ -327,11 +327,7 @@ async fn core_call(state: &AppState, node: &NodeRecord, kind: RequestKind, body:
     if !live.proxy_capable {
         return Err(ApiError::Conflict(format!("node {} ({}) has no proxy core", node.id, node.name)));
     }
-    state.fleet.call(node.id, kind, body, PUSH_TIMEOUT).await.map_err(|e| match e {
-        FleetError::NotConnected(_) => ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)),
-        FleetError::Rpc { error, .. } => ApiError::Conflict(format!("node {} ({}): {error}", node.id, node.name)),
-        other => ApiError::Internal(other.to_string()),
-    })
+    state.fleet.call(node.id, kind, body, PUSH_TIMEOUT).await.map_err(|e| node_call_error(node, e))
 }
 
 /// Restart the node's proxy core, and wait for it to run again.

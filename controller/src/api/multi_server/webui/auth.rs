@@ -40,14 +40,6 @@ pub struct Verified {
     pub mfa_enabled: bool,
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Admin => "admin",
-        Role::Operator => "operator",
-        Role::Viewer => "viewer",
-    }
-}
-
 /// Checks the caller's credentials: the UI's login. A 401 carries no `WWW-Authenticate`.
 #[utoipa::path(
     get,
@@ -61,5 +53,5 @@ fn role_name(role: Role) -> &'static str {
     ),
 )]
 pub async fn verify(UiUser(identity): UiUser) -> Json<Verified> {
-    Json(Verified { role: role_name(identity.role).into(), user: identity.username, mfa_enabled: false })
+    Json(Verified { role: Role::as_str(identity.role).into(), user: identity.username, mfa_enabled: false })
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{node_id_segment, UiUser};
+use super::UiUser;
 use crate::api::multi_server::clients::Client;
 use crate::api::multi_server::{
     existing_node, node_address, target_nodes, ApiError, ErrorBody, JsonBody, NodeIdPath, Query, TAG,
@@ -178,10 +178,11 @@ pub async fn client_traffic(
 pub async fn client_traffic_by_path(
     _: UiUser,
     State(state): State<AppState>,
-    Path((node_id, email)): Path<(String, String)>,
+    NodeIdPath(id): NodeIdPath,
+    Path(segments): Path<(String, String)>,
 ) -> Result<Json<ClientTraffic>, ApiError> {
-    let node = existing_node(&state, node_id_segment(&node_id)?)?;
-    Ok(Json(traffic_of(&state, &node, &email)?))
+    let node = existing_node(&state, id)?;
+    Ok(Json(traffic_of(&state, &node, &segments.1)?))
 }
 
 /// `POST /api/v1/clients/add-to-nodes` body.

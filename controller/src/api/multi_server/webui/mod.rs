@@ -19,10 +19,8 @@ use axum::http::{header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use flotilla_protocol::NodeId;
 
-use super::servers::ServerStatus;
-use super::{ApiError, BasicUser};
+use super::BasicUser;
 use crate::api::AppState;
 use crate::auth::Identity;
 
@@ -67,16 +65,6 @@ impl FromRequestParts<AppState> for UiUser {
     }
 }
 
-/// A `{node_id}` segment of a route with more than one path parameter (where
-/// [`super::NodeIdPath`] cannot be used): a positive integer, or a 400.
-fn node_id_segment(raw: &str) -> Result<NodeId, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .map(NodeId)
-        .ok_or_else(|| ApiError::BadRequest(format!("node_id must be a positive integer, got {raw:?}")))
-}
-
 /// Why a node is unavailable, as the UI's `reason` codes go (`ok` when it is available).
 fn reason(node: &crate::store::NodeRecord, connected: bool) -> &'static str {
     match (connected, node.enrolled_at) {
@@ -84,13 +72,4 @@ fn reason(node: &crate::store::NodeRecord, connected: bool) -> &'static str {
         (false, None) => "not_enrolled",
         (false, Some(_)) => "agent_offline",
     }
-}
-
-/// The `/api/v1/servers/{id}/status` object of a node, from the servers module's own handler.
-/// Unknown node: 404.
-async fn status_of(state: &AppState, caller: Identity, id: NodeId) -> Result<ServerStatus, ApiError> {
-    let axum::Json(status) =
-        super::servers::status_one(BasicUser(caller), axum::extract::State(state.clone()), super::NodeIdPath(id))
-            .await?;
-    Ok(status)
 }

@@ -7,7 +7,8 @@ use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{reason, status_of, UiUser};
+use super::{reason, UiUser};
+use crate::api::multi_server::servers;
 use crate::api::multi_server::servers::ServerStatus;
 use crate::api::multi_server::{existing_node, ApiError, ErrorBody, JsonBody, NodeIdPath, TAG};
 use crate::api::AppState;
@@ -83,6 +84,8 @@ pub async fn rename_node(
     if name.is_empty() {
         return Err(ApiError::BadRequest("Name cannot be empty".into()));
     }
+    // The same rules as a new node's name.
+    let name = crate::api::multi_server::nodes::validate_name(Some(name))?;
     let old = existing_node(&state, id)?;
     if !state.store.rename_node(id, &name)? {
         return Err(ApiError::NotFound(format!("node {id} not found")));
@@ -163,7 +166,7 @@ fn panel_base(raw: &str) -> Result<(String, String, String), ApiError> {
     ),
 )]
 pub async fn check_connection(
-    UiUser(caller): UiUser,
+    _: UiUser,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CheckConnection>,
 ) -> Result<Json<ConnectionCheck>, ApiError> {
@@ -212,7 +215,7 @@ pub async fn check_connection(
     let (message, details) = if live.connected {
         ("Agent connected".to_string(), format!("{agent}; {core}"))
     } else {
-        let status = status_of(&state, caller, node.id).await?;
+        let status = servers::server_status(&state, &node);
         let why = status.head.error.unwrap_or_else(|| "agent not connected".into());
         (why, format!("reason: {}", reason(&node, false)))
     };
@@ -294,12 +297,12 @@ pub struct NodeServerStatus {
     ),
 )]
 pub async fn server_status(
-    UiUser(caller): UiUser,
+    _: UiUser,
     State(state): State<AppState>,
     NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<NodeServerStatus>, ApiError> {
     let node = existing_node(&state, id)?;
-    let mut server = status_of(&state, caller, id).await?;
+    let mut server = servers::server_status(&state, &node);
     let available = server.head.available;
     // `api::timestamp` is UTC without an offset; `new Date()` would read it as local time.
     if !server.head.timestamp.is_empty() && !server.head.timestamp.ends_with('Z') {
