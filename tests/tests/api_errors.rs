@@ -228,7 +228,7 @@ fn malformed_node_bodies_are_400() {
     assert_error(&r, 400, "POST /api/v1/nodes without a body");
     // Far over any sane size: refused (400, or 413 which is just as right), with the same shape.
     let huge = json!({ "name": "x".repeat(3 * 1024 * 1024) }).to_string();
-    let r = admin(&fleet, "POST", "/api/v1/nodes", Some(huge.as_bytes()));
+    let r = fleet.api.post_expect_continue("/api/v1/nodes", huge.as_bytes());
     assert!(r.status == 400 || r.status == 413, "3 MiB body: {} {}", r.status, &r.raw[..r.raw.len().min(200)]);
     assert_error(&r, r.status, "3 MiB body");
     // Nothing was created by any of them.

@@ -187,6 +187,9 @@ impl FromRequestParts<AppState> for BasicUser {
     }
 }
 
+/// Largest JSON body taken: axum's default body limit, which `Bytes` enforces while reading.
+const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
+
 /// JSON body accepted whatever the Content-Type (scripts often omit it); any parse failure is a
 /// 400 with the parser's explanation.
 pub struct JsonBody<T>(pub T);
@@ -195,6 +198,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        // Refuse an announced oversize body before reading any of it: a client that sent
+        // `Expect: 100-continue` then never uploads it, and nobody's connection is reset mid-send.
+        let announced =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > MAX_JSON_BODY as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
