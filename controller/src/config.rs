@@ -28,6 +28,24 @@ pub struct FileConfig {
     pub pam_service: Option<String>,
     /// URL prefix every API is also served under (reverse proxies), e.g. "/my-panel".
     pub base_path: Option<String>,
+    /// `[monitoring]`: the Prometheus/Loki/Grafana stack the web UI's monitoring tab reports on.
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
+}
+
+/// `[monitoring]` of `controller.toml` (and the matching `serve` flags): where the monitoring
+/// stack answers. A service left out is reported as not configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Prometheus base URL (`http://127.0.0.1:9090`); probed at `/-/ready`, queried for `sum(up)`.
+    pub prometheus_url: Option<String>,
+    /// Loki base URL; probed at `/ready`.
+    pub loki_url: Option<String>,
+    /// Grafana base URL; probed at `/api/health`.
+    pub grafana_url: Option<String>,
+    /// Path the reverse proxy serves Grafana under, for the UI's link [default: "grafana"].
+    pub grafana_public_path: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -66,6 +84,13 @@ mod tests {
         assert_eq!(c.join_token_ttl, Some(Duration::from_secs(3600)));
         assert_eq!(c.public_addr.unwrap(), vec!["vpn.example.com:4433".to_string()]);
         assert!(toml::from_str::<FileConfig>("htp = \"x\"").is_err());
+        assert!(c.monitoring.prometheus_url.is_none());
+        let m: FileConfig =
+            toml::from_str("[monitoring]\nprometheus_url = \"http://127.0.0.1:9090\"\ngrafana_public_path = \"/g/\"\n")
+                .unwrap();
+        assert_eq!(m.monitoring.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
+        assert_eq!(m.monitoring.grafana_public_path.as_deref(), Some("/g/"));
+        assert!(toml::from_str::<FileConfig>("[monitoring]\nprometheus = \"x\"").is_err());
         assert!(FileConfig::load(Path::new("/nonexistent.toml"), false).is_ok());
         assert!(FileConfig::load(Path::new("/nonexistent.toml"), true).is_err());
     }

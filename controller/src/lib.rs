@@ -1,12 +1,15 @@
 //! flotilla-controller: holds the fleet's desired state in an embedded SQLite store, keeps one
 //! QUIC link per agent, and serves the operators' HTTP APIs.
 
+pub mod adguard;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod jobs;
+pub mod monitoring;
+pub mod outbound;
 pub mod pki;
 pub mod private_file;
 pub mod proxy;

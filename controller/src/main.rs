@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use flotilla_controller::config::{FileConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
+use flotilla_controller::config::{FileConfig, MonitoringConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
 use flotilla_controller::fleet::FleetConfig;
 use flotilla_controller::server::{self, AdminBootstrap, Settings, INITIAL_PASSWORD_FILE};
 use flotilla_controller::store::{NewNode, Role, Store};
@@ -63,6 +63,19 @@ struct ServeArgs {
     /// working. [default: none]
     #[arg(long, value_parser = server::parse_base_path)]
     base_path: Option<String>,
+    /// Prometheus of the monitoring stack (http(s) base URL), which the web UI's monitoring tab
+    /// probes and asks for `sum(up)` ([monitoring] prometheus_url) [default: none].
+    #[arg(long, value_parser = service_url)]
+    prometheus_url: Option<String>,
+    /// Loki of the monitoring stack (http(s) base URL), probed at /ready [default: none].
+    #[arg(long, value_parser = service_url)]
+    loki_url: Option<String>,
+    /// Grafana of the monitoring stack (http(s) base URL), probed at /api/health [default: none].
+    #[arg(long, value_parser = service_url)]
+    grafana_url: Option<String>,
+    /// Path the reverse proxy serves Grafana under; the web UI links to it [default: grafana].
+    #[arg(long)]
+    grafana_public_path: Option<String>,
     /// First administrator's user name (created, or its password reset, at start).
     #[arg(long, env = "FLOTILLA_ADMIN_USER", requires = "admin_password")]
     admin_user: Option<String>,
@@ -181,6 +194,15 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
         base_path: args.base_path.clone().or_else(|| file.base_path.clone()),
+        monitoring: MonitoringConfig {
+            prometheus_url: args.prometheus_url.clone().or_else(|| file.monitoring.prometheus_url.clone()),
+            loki_url: args.loki_url.clone().or_else(|| file.monitoring.loki_url.clone()),
+            grafana_url: args.grafana_url.clone().or_else(|| file.monitoring.grafana_url.clone()),
+            grafana_public_path: args
+                .grafana_public_path
+                .clone()
+                .or_else(|| file.monitoring.grafana_public_path.clone()),
+        },
         // With the `pam` feature, the packaged /etc/pam.d/flotilla-controller stack by default.
         pam_service: file
             .pam_service
@@ -287,6 +309,11 @@ fn node_command(cmd: NodeCommand, data_dir: &std::path::Path) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// An http(s) service URL flag.
+fn service_url(raw: &str) -> Result<String, String> {
+    flotilla_controller::outbound::parse_http_url(raw)
 }
 
 async fn wait_for_signal() {

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator};
+use crate::config::MonitoringConfig;
 use crate::fleet::{Fleet, FleetConfig, FleetError};
 use crate::pki::{Pki, PkiError};
 use crate::private_file;
@@ -27,6 +28,8 @@ pub struct Settings {
     pub pam_service: Option<String>,
     /// URL prefix every API is also served under (`/my-panel`), checked by [`parse_base_path`].
     pub base_path: Option<String>,
+    /// The monitoring stack the web UI's monitoring tab reports on (`[monitoring]`).
+    pub monitoring: MonitoringConfig,
 }
 
 /// Validates a `--base-path`: `/` followed by path segments, no trailing slash (`/` alone = none).
@@ -59,6 +62,8 @@ pub enum StartError {
     Http(SocketAddr, std::io::Error),
     #[error("{0}")]
     BasePath(String),
+    #[error("{0}")]
+    Monitoring(String),
 }
 
 /// How the first admin came to be.
@@ -122,6 +127,13 @@ pub fn bootstrap_admin(
 
 /// Starts everything; returns once the HTTP and QUIC sockets are bound.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    // Settings are checked before anything is created or bound.
+    let base_path = match settings.base_path.as_deref().map(parse_base_path).transpose() {
+        Ok(p) => p.filter(|p| !p.is_empty()),
+        Err(e) => return Err(StartError::BasePath(e)),
+    };
+    let monitoring = crate::monitoring::Monitoring::new(&settings.monitoring, base_path.as_deref())
+        .map_err(StartError::Monitoring)?;
     private_file::ensure_private_dir(&settings.data_dir)
         .map_err(|e| StartError::DataDir(settings.data_dir.display().to_string(), e))?;
     let store = Store::open(&settings.data_dir)?;
@@ -131,10 +143,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let fleet = Fleet::start(store.clone(), pki, settings.fleet.clone(), &settings.data_dir)?;
     let quic_addr = fleet.local_addr().map_err(|e| FleetError::Endpoint(e.to_string()))?;
     let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
-    let base_path = match settings.base_path.as_deref().map(parse_base_path).transpose() {
-        Ok(p) => p.filter(|p| !p.is_empty()),
-        Err(e) => return Err(StartError::BasePath(e)),
-    };
     let app = api::app(
         AppState {
             store: store.clone(),
@@ -142,6 +150,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             auth,
             feed: Default::default(),
             history: crate::jobs::history::HistoryJob::start(fleet.clone()),
+            adguard: crate::jobs::adguard::AdGuardJob::start(store.clone()),
+            monitoring: Arc::new(monitoring),
         },
         base_path.as_deref(),
     );

@@ -393,6 +393,12 @@ impl Fleet {
         fleet
     }
 
+    /// The controller's `--config` file (empty at start). A test writes it, then restarts the
+    /// controller (`stop_controller`, `start_controller`) for it to apply.
+    pub fn controller_config(&self) -> PathBuf {
+        self.tmp.path().join("controller.toml")
+    }
+
     /// Path of the controller's data dir.
     pub fn controller_data_dir(&self) -> PathBuf {
         self.tmp.path().join("controller")

@@ -21,6 +21,10 @@ pub struct AppState {
     pub feed: multi_server::feed::FeedHub,
     /// The node history sampler.
     pub history: Arc<crate::jobs::history::HistoryJob>,
+    /// The AdGuard Home collector.
+    pub adguard: Arc<crate::jobs::adguard::AdGuardJob>,
+    /// The monitoring stack beside the controller, and the panel's public paths.
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under

@@ -77,6 +77,14 @@ pub const PATH: &str = "/openapi.json";
         webui::snapshots::latest_snapshot,
         webui::monitoring::health_deps,
         webui::monitoring::node_history,
+        webui::adguard::list_sources,
+        webui::adguard::create_source,
+        webui::adguard::update_source,
+        webui::adguard::delete_source,
+        webui::adguard::collect_now,
+        webui::adguard::overview,
+        webui::adguard::history,
+        webui::stack::stack,
     ),
     components(schemas(multi_server::ErrorBody)),
     modifiers(&BasicAuth),
@@ -186,6 +194,14 @@ mod tests {
         ("get", "/api/v1/snapshots/latest", false),
         ("get", "/api/v1/health/deps", false),
         ("get", "/api/v1/history/nodes/{node_id}", false),
+        ("get", "/api/v1/adguard/sources", false),
+        ("post", "/api/v1/adguard/sources", false),
+        ("put", "/api/v1/adguard/sources/{source_id}", false),
+        ("delete", "/api/v1/adguard/sources/{source_id}", false),
+        ("post", "/api/v1/adguard/collect-now", false),
+        ("get", "/api/v1/adguard/overview", false),
+        ("get", "/api/v1/adguard/history", false),
+        ("get", "/api/v1/monitoring/stack", false),
     ];
 
     fn doc() -> Value {
@@ -541,6 +557,7 @@ mod tests {
             admin: Some(("admin".into(), "admin-password".into())),
             pam_service: None,
             base_path: Some("/my-panel".into()),
+            monitoring: Default::default(),
         })
         .await
         .unwrap();
@@ -552,7 +569,8 @@ mod tests {
                     .replace("{inbound_id}", "1")
                     .replace("{client_id}", "5783a3e7-e373-51cd-8642-c83782b807c5")
                     .replace("{email}", "nobody@example.com")
-                    .replace("{identifier}", "nobody");
+                    .replace("{identifier}", "nobody")
+                    .replace("{source_id}", "1");
                 let what = format!("{} {prefix}{concrete}", method.to_uppercase());
                 let (status, body) = request(addr, &method.to_uppercase(), &format!("{prefix}{concrete}")).await;
                 match (*public, *path) {

@@ -28,6 +28,7 @@ async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
         admin: Some(("admin".into(), "admin-password".into())),
         pam_service: None,
         base_path: None,
+        monitoring: Default::default(),
     })
     .await
     .unwrap();

@@ -1,3 +1,4 @@
 //! Background jobs of the controller.
 
+pub mod adguard;
 pub mod history;

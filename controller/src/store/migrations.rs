@@ -123,4 +123,39 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX node_history_ts ON node_history(ts);
     "#,
+    // 4: AdGuard Home instances the controller polls (password sealed with secret.key), and one
+    // sample per source per collection (the web UI's AdGuard panels).
+    r#"
+    CREATE TABLE adguard_sources (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        name              TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        admin_url         TEXT NOT NULL,
+        dns_url           TEXT NOT NULL DEFAULT '',
+        username          TEXT NOT NULL DEFAULT '',
+        password          BLOB,
+        verify_tls        INTEGER NOT NULL DEFAULT 1,
+        enabled           INTEGER NOT NULL DEFAULT 1,
+        last_error        TEXT NOT NULL DEFAULT '',
+        last_success_ts   INTEGER NOT NULL DEFAULT 0,
+        last_collected_ts INTEGER NOT NULL DEFAULT 0,
+        api_base          TEXT NOT NULL DEFAULT '',
+        version           TEXT NOT NULL DEFAULT '',
+        created_at        INTEGER NOT NULL
+    );
+    CREATE TABLE adguard_samples (
+        source_id           INTEGER NOT NULL REFERENCES adguard_sources(id) ON DELETE CASCADE,
+        ts                  INTEGER NOT NULL,
+        available           INTEGER NOT NULL,
+        queries_total       INTEGER NOT NULL,
+        blocked_total       INTEGER NOT NULL,
+        avg_latency_ms      REAL,
+        cache_hit_ratio     REAL,
+        upstream_errors     INTEGER,
+        top_blocked_domains TEXT NOT NULL DEFAULT '[]',
+        top_clients         TEXT NOT NULL DEFAULT '[]',
+        error               TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (source_id, ts)
+    );
+    CREATE INDEX adguard_samples_ts ON adguard_samples(ts);
+    "#,
 ];

@@ -1,6 +1,7 @@
 //! The controller's embedded store: SQLite (WAL, foreign keys, busy timeout) with `user_version`
 //! migrations. All SQL lives under this module; the rest of the controller sees typed methods.
 
+mod adguard;
 mod history;
 mod migrations;
 mod proxy;
@@ -15,6 +16,7 @@ use flotilla_protocol::NodeId;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
+pub use adguard::{AdGuardSample, AdGuardSourceChange, AdGuardSourceRecord, NewAdGuardSource, TopEntry};
 pub use history::HistoryPoint;
 pub use proxy::{ClientFilter, ClientRecord, InboundRecord, NewClient, NewInbound};
 pub use secrets::SecretBox;

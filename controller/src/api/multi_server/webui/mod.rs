@@ -1,18 +1,21 @@
 //! The endpoints the original system's React web UI calls beyond the document
 //! (`research/msm-frontend-api.md` §3): login checks, node renames, per-node inbound and client
-//! lists in the shapes the UI reads, batch inbound changes, adding one client to many nodes, and
-//! the live fleet snapshot. Paths, bodies and answers follow what the UI sends and reads; errors
+//! lists in the shapes the UI reads, batch inbound changes, adding one client to many nodes, the
+//! live fleet snapshot, and the monitoring tab (node history, AdGuard Home panels, the
+//! Prometheus/Loki/Grafana stack). Paths, bodies and answers follow what the UI sends and reads; errors
 //! are the family's `{"detail": "…"}`.
 //!
 //! A 401 from these routes carries no `WWW-Authenticate` challenge: the UI checks credentials
 //! itself, and a challenge would make the browser pop up its own login dialog over it.
 
+pub(crate) mod adguard;
 pub(crate) mod auth;
 pub(crate) mod clients;
 pub(crate) mod inbounds;
 pub(crate) mod monitoring;
 pub(crate) mod nodes;
 pub(crate) mod snapshots;
+pub(crate) mod stack;
 
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
@@ -45,6 +48,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/snapshots/latest", get(snapshots::latest_snapshot))
         .route("/api/v1/health/deps", get(monitoring::health_deps))
         .route("/api/v1/history/nodes/{node_id}", get(monitoring::node_history))
+        .route("/api/v1/adguard/sources", get(adguard::list_sources).post(adguard::create_source))
+        .route("/api/v1/adguard/sources/{source_id}", put(adguard::update_source).delete(adguard::delete_source))
+        .route("/api/v1/adguard/collect-now", post(adguard::collect_now))
+        .route("/api/v1/adguard/overview", get(adguard::overview))
+        .route("/api/v1/adguard/history", get(adguard::history))
+        .route("/api/v1/monitoring/stack", get(stack::stack))
 }
 
 /// A caller authenticated with HTTP Basic, as [`BasicUser`], whose 401 has no challenge header.
