@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod proxy;
 pub mod rpc;
 pub mod token;
+pub mod users;
+pub mod v2ray_stat;
 
 pub use codec::{CodecError, FrameBuffer, MAX_FRAME_LEN};
 pub use ids::{NodeId, RequestId};

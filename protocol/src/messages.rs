@@ -93,6 +93,9 @@ impl Capabilities {
     pub const CERT_RENEWAL: Capabilities = Capabilities(1 << 1);
     /// Drives a proxy core: answers `APPLY_PROXY_STATE`, ships traffic batches.
     pub const PROXY_CORE: Capabilities = Capabilities(1 << 2);
+    /// Keeps per-user lifecycle (IP limits, renewals) and a local user API: answers
+    /// `APPLY_USERS`, `USER_STATS`, `DNS_STATS`, `RESET_STATS`; sends `LOCAL_USER_CHANGES`.
+    pub const USER_LIFECYCLE: Capabilities = Capabilities(1 << 3);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {

@@ -30,6 +30,18 @@ impl RequestKind {
     pub const EXPORT_STATE: RequestKind = RequestKind(8);
     /// Controller → agent. Body: [`crate::backup::StateImport`]. Answer: [`crate::backup::ImportReport`].
     pub const IMPORT_STATE: RequestKind = RequestKind(9);
+    /// Controller → agent. Body: [`crate::users::DesiredUsers`]. Answer: [`crate::proxy::ApplyReport`].
+    /// Replaces `APPLY_PROXY_STATE` for agents with [`crate::messages::Capabilities::USER_LIFECYCLE`].
+    pub const APPLY_USERS: RequestKind = RequestKind(10);
+    /// Agent → controller. Body: [`crate::users::LocalChanges`]. Answer:
+    /// [`crate::users::LocalChangesApplied`] after the controller's commit.
+    pub const LOCAL_USER_CHANGES: RequestKind = RequestKind(11);
+    /// Controller → agent. Body: empty. Answer: [`crate::users::UserStats`].
+    pub const USER_STATS: RequestKind = RequestKind(12);
+    /// Controller → agent. Body: [`crate::users::DnsStatsQuery`]. Answer: `Vec<`[`crate::users::DnsStat`]`>`.
+    pub const DNS_STATS: RequestKind = RequestKind(13);
+    /// Controller → agent. Body: [`crate::users::StatsReset`]. Answer: empty.
+    pub const RESET_STATS: RequestKind = RequestKind(14);
 }
 
 /// One call.
