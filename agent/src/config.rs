@@ -1,9 +1,11 @@
 //! `agent.toml`: optional settings; every key has a default.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use flotilla_protocol::v2ray_stat::StatsColumns;
+use serde::{Deserialize, Deserializer};
 
 /// Default config file.
 pub const DEFAULT_CONFIG: &str = "/etc/flotilla/agent.toml";
@@ -22,6 +24,43 @@ pub struct AgentConfig {
     pub controller: ControllerSection,
     /// `[core]`: the proxy core the agent drives.
     pub core: crate::drivers::core::CoreSettings,
+    /// `[local_api]`: the v2ray-stat API on loopback.
+    pub local_api: LocalApiSection,
+    /// `[stats_columns.server]` / `[stats_columns.client]`: the tables of the local API's
+    /// `GET /api/v1/stats` (absent: the original v2ray-stat's shipped defaults).
+    pub stats_columns: Option<StatsColumns>,
+}
+
+/// `[local_api]`: the v2ray-stat API (`crate::local_api`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalApiSection {
+    /// Loopback `host:port`; `"off"` or `""` disables the API (`None`).
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub listen: Option<SocketAddr>,
+    /// Inbound of users added without `inboundTag`.
+    #[serde(deserialize_with = "deserialize_inbound_tag")]
+    pub default_inbound_tag: String,
+}
+
+impl Default for LocalApiSection {
+    fn default() -> Self {
+        LocalApiSection {
+            listen: Some(crate::local_api::DEFAULT_LISTEN),
+            default_inbound_tag: crate::local_api::DEFAULT_INBOUND_TAG.into(),
+        }
+    }
+}
+
+fn deserialize_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::local_api::parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+fn deserialize_inbound_tag<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let tag = String::deserialize(d)?;
+    flotilla_protocol::v2ray_stat::validate_inbound_tag(&tag).map_err(serde::de::Error::custom)?;
+    Ok(tag)
 }
 
 /// `[controller]`.
@@ -39,6 +78,8 @@ impl Default for AgentConfig {
             log: "info".into(),
             controller: ControllerSection::default(),
             core: crate::drivers::core::CoreSettings::default(),
+            local_api: LocalApiSection::default(),
+            stats_columns: None,
         }
     }
 }
@@ -115,5 +156,38 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         toml::from_str::<AgentConfig>(&uncommented).unwrap();
+    }
+
+    #[test]
+    fn local_api_and_stats_columns() {
+        use flotilla_protocol::v2ray_stat::{ClientColumn, ServerColumn, SortOrder};
+        let c: AgentConfig = toml::from_str("").unwrap();
+        assert_eq!(c.local_api.listen, Some("127.0.0.1:9952".parse().unwrap()));
+        assert_eq!(c.local_api.default_inbound_tag, "vless-in");
+        assert_eq!(c.stats_columns, None);
+        let c: AgentConfig = toml::from_str(
+            "[local_api]\nlisten = \"[::1]:9000\"\ndefault_inbound_tag = \"trojan-in\"\n\
+             [stats_columns.server]\ncolumns = []\n\
+             [stats_columns.client]\nsort = \"rate DESC\"\ncolumns = [\"user\", \"rate\", \"bogus\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.local_api.listen, Some("[::1]:9000".parse().unwrap()));
+        assert_eq!(c.local_api.default_inbound_tag, "trojan-in");
+        let (cols, warnings) = c.stats_columns.unwrap().resolve();
+        assert!(cols.server.is_empty(), "an empty list hides the section");
+        assert_eq!(cols.server_sort, (ServerColumn::Source, SortOrder::Asc));
+        assert_eq!(cols.client, [ClientColumn::User, ClientColumn::Rate]);
+        assert_eq!(cols.client_sort, (ClientColumn::Rate, SortOrder::Desc));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        for off in ["off", "", "OFF"] {
+            let c: AgentConfig = toml::from_str(&format!("[local_api]\nlisten = \"{off}\"\n")).unwrap();
+            assert_eq!(c.local_api.listen, None);
+        }
+        let public = toml::from_str::<AgentConfig>("[local_api]\nlisten = \"0.0.0.0:9952\"\n").unwrap_err();
+        assert!(public.to_string().contains("not a loopback address"), "{public}");
+        assert!(toml::from_str::<AgentConfig>("[local_api]\nlisten = \"nowhere\"\n").is_err());
+        assert!(toml::from_str::<AgentConfig>("[local_api]\ndefault_inbound_tag = \"a b\"\n").is_err());
+        assert!(toml::from_str::<AgentConfig>("[local_api]\nport = 1\n").is_err());
+        assert!(toml::from_str::<AgentConfig>("[stats_columns.server]\ncolums = []\n").is_err());
     }
 }

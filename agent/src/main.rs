@@ -9,6 +9,7 @@ use flotilla_agent::config::{AgentConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
 use flotilla_agent::drivers::core::{CoreDriver, ProxyCore};
 use flotilla_agent::identity::CertInfo;
 use flotilla_agent::link::{self, RunSettings};
+use flotilla_agent::local_api::{self, LocalApiSettings};
 use flotilla_agent::state::StateStore;
 use std::sync::Arc;
 
@@ -48,6 +49,18 @@ enum Command {
         /// Proxy core traffic poll interval, e.g. "10s" (overrides [core] stats_interval).
         #[arg(long, value_parser = humantime::parse_duration)]
         stats_interval: Option<Duration>,
+        /// Testing only: a file holding milliseconds to add to the clock of expiry and renewal
+        /// decisions, so tests can pass a subscription end without waiting for it.
+        #[arg(long, hide = true)]
+        clock_skew_file: Option<PathBuf>,
+        /// Local v2ray-stat API: a loopback address such as 127.0.0.1:9952, or "off" (overrides
+        /// [local_api] listen).
+        #[arg(long, value_name = "ADDR|off")]
+        local_api: Option<String>,
+        /// Columns of the local API's /api/v1/stats from a v2ray-stat config.yaml (its
+        /// `stats_columns`; other keys are ignored). Overrides [stats_columns].
+        #[arg(long, value_name = "FILE")]
+        stats_columns: Option<PathBuf>,
     },
     /// Enroll this host with a join token from the controller (POST /api/v1/nodes).
     ///
@@ -118,7 +131,7 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { metrics_interval, controller, stats_interval } => {
+        Command::Run { metrics_interval, controller, stats_interval, clock_skew_file, local_api, stats_columns } => {
             if state.identity()?.is_none() {
                 // A service started before enrollment waits for it instead of crash-looping.
                 tracing::warn!("not enrolled yet: run `flotilla-agent enroll TOKEN`; waiting");
@@ -135,6 +148,16 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             if let Some(i) = stats_interval {
                 core_settings.stats_interval = i;
             }
+            if let Some(path) = clock_skew_file {
+                tracing::warn!(path = %path.display(), "clock skew file in use (testing only)");
+                core_settings.clock = flotilla_agent::clock::Clock::with_skew_file(path);
+            }
+            let api_settings = LocalApiSettings::from_config(
+                &config,
+                local_api.as_deref(),
+                stats_columns.as_deref(),
+                core_settings.clock.clone(),
+            )?;
             // A broken core setup must not take the link down: the controller should still see
             // the host (and the error) rather than an agent in a crash loop.
             let core = match CoreDriver::start(&core_settings, state.clone(), &cli.data_dir).await {
@@ -150,6 +173,15 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                 core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
             };
             let (tx, rx) = tokio::sync::watch::channel(false);
+            // The local API is an extra: a taken port (v2ray-stat itself still running) is logged,
+            // and the agent goes on serving.
+            let api_core = core.clone().map(|c| c as Arc<dyn ProxyCore>);
+            let api_rx = rx.clone();
+            let api = tokio::spawn(async move {
+                if let Err(e) = local_api::serve(api_settings, api_core, api_rx).await {
+                    tracing::error!(error = %e, "local v2ray-stat API not running");
+                }
+            });
             let link = tokio::spawn(link::run(state, settings, rx));
             wait_for_signal().await;
             tracing::info!("stopping");
@@ -158,6 +190,7 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                 Ok(Ok(result)) => result.map_err(Into::into),
                 _ => Ok(()),
             };
+            let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
             if let Some(core) = core {
                 core.stop().await;
             }

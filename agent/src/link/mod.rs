@@ -5,6 +5,7 @@
 pub mod acks;
 pub mod backoff;
 pub mod liveness;
+pub mod outbox;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use flotilla_protocol::io::{read_message, write_message};
 use flotilla_protocol::messages::{Capabilities, Event, EventKind, Hello, Message, Welcome};
 use flotilla_protocol::proxy::{LogQuery, ProxyState, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
+use flotilla_protocol::users::{DesiredUsers, DnsStatsQuery, StatsReset};
 use flotilla_protocol::{RequestId, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
@@ -154,7 +156,12 @@ pub async fn connect(
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: identity.node_id,
             capabilities: match &ctx.core {
-                Some(_) => Capabilities::METRICS | Capabilities::CERT_RENEWAL | Capabilities::PROXY_CORE,
+                Some(_) => {
+                    Capabilities::METRICS
+                        | Capabilities::CERT_RENEWAL
+                        | Capabilities::PROXY_CORE
+                        | Capabilities::USER_LIFECYCLE
+                }
                 None => Capabilities::METRICS | Capabilities::CERT_RENEWAL,
             },
             facts,
@@ -189,6 +196,7 @@ impl Established {
         let (tx, mut rx) = mpsc::channel(64);
         let reader = tokio::spawn(flotilla_protocol::io::forward_messages(recv, tx));
         let requests = tokio::spawn(serve_requests(conn.clone(), ctx.clone()));
+        let outbox = ctx.core.clone().map(|core| tokio::spawn(outbox::ship(conn.clone(), core)));
 
         let mut metrics = tokio::time::interval(ctx.metrics_interval.max(Duration::from_millis(100)));
         metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -287,6 +295,9 @@ impl Established {
         };
         reader.abort();
         requests.abort();
+        if let Some(task) = outbox {
+            task.abort();
+        }
         end
     }
 }
@@ -376,20 +387,31 @@ async fn sample(sampler: Option<Arc<Mutex<MetricsSampler>>>) -> Option<flotilla_
 async fn renew(conn: &quinn::Connection, identity: &Identity, ctx: &ServeContext) -> Result<Identity, String> {
     let state = ctx.state.as_ref().ok_or("renewal disabled")?;
     let (key_der, csr_der) = new_key_and_csr(&identity.node_name).map_err(|e| e.to_string())?;
-    let body = codec::encode_body(&RenewRequest { csr_der }).map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let request = Request { id: RequestId(1), deadline_ms: 10_000, kind: RequestKind::RENEW_CERTIFICATE, body };
-    let answer =
-        tokio::time::timeout(Duration::from_secs(10), flotilla_protocol::io::call(&mut send, &mut recv, request))
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-    let _ = send.finish();
-    let renewed: Renewed = codec::decode_from(&answer).map_err(|e| e.to_string())?;
+    let renewed: Renewed =
+        call_controller(conn, RequestKind::RENEW_CERTIFICATE, &RenewRequest { csr_der }, Duration::from_secs(10))
+            .await?;
     let info = CertInfo::parse(&renewed.cert_der).ok_or("controller sent an unreadable certificate")?;
     state.replace_certificate(&renewed.cert_der, &key_der).map_err(|e| e.to_string())?;
     tracing::info!(serial = %info.serial_hex, not_after = %info.not_after, "certificate renewed");
     Ok(Identity { cert_der: renewed.cert_der, key_der, ..identity.clone() })
+}
+
+/// One request to the controller on its own stream, answered within `timeout`.
+pub(crate) async fn call_controller<T: serde::Serialize, A: serde::de::DeserializeOwned>(
+    conn: &quinn::Connection,
+    kind: RequestKind,
+    body: &T,
+    timeout: Duration,
+) -> Result<A, String> {
+    let body = codec::encode_body(body).map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let request = Request { id: RequestId(1), deadline_ms: timeout.as_millis() as u32, kind, body };
+    let answer = tokio::time::timeout(timeout, flotilla_protocol::io::call(&mut send, &mut recv, request))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    codec::decode_from(&answer).map_err(|e| e.to_string())
 }
 
 /// Requests the controller opens towards this agent.
@@ -422,6 +444,34 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
             let Some(core) = ctx.core else { return no_core() };
             match codec::decode_from::<ProxyState>(&request.body) {
                 Ok(state) => answer(&core.apply(state).await),
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::APPLY_USERS => {
+            let Some(core) = ctx.core else { return no_core() };
+            match codec::decode_from::<DesiredUsers>(&request.body) {
+                Ok(desired) => answer(&core.apply_users(desired).await),
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::USER_STATS => match ctx.core {
+            Some(core) => answer(&core.user_stats().await),
+            None => no_core(),
+        },
+        RequestKind::DNS_STATS => {
+            let Some(core) = ctx.core else { return no_core() };
+            match codec::decode_from::<DnsStatsQuery>(&request.body) {
+                Ok(q) => answer(&core.dns_stats(&q).await),
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::RESET_STATS => {
+            let Some(core) = ctx.core else { return no_core() };
+            match codec::decode_from::<StatsReset>(&request.body) {
+                Ok(what) => {
+                    core.reset_stats(what).await;
+                    RpcResult::Ok(vec![])
+                }
                 Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
             }
         }

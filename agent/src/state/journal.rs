@@ -21,6 +21,8 @@ pub struct Poll {
     pub baselines: Vec<(String, i64)>,
     pub users: Vec<UserTraffic>,
     pub inbounds: Vec<InboundTraffic>,
+    /// Outbound traffic: kept on the agent for its local statistics, not journaled.
+    pub outbounds: Vec<InboundTraffic>,
 }
 
 /// A journal row.
@@ -38,6 +40,8 @@ pub struct Usage {
     pub up: u64,
     pub down: u64,
     pub reset_generation: u32,
+    /// Unix milliseconds of the last poll that saw traffic of the client.
+    pub last_seen_ms: Option<i64>,
 }
 
 impl Usage {
@@ -81,13 +85,18 @@ impl StateStore {
 
     /// The id of this store's traffic journal, drawn at random on first use.
     pub fn journal_id(&self) -> Result<u64, StateError> {
-        if let Some(v) = self.setting(JOURNAL_ID)?.and_then(|v| v.parse::<u64>().ok()) {
+        self.random_setting(JOURNAL_ID)
+    }
+
+    /// A random id stored under `key` on first use and stable afterwards.
+    pub(super) fn random_setting(&self, key: &str) -> Result<u64, StateError> {
+        if let Some(v) = self.setting(key)?.and_then(|v| v.parse::<u64>().ok()) {
             return Ok(v);
         }
-        // Kept below 2^63 so it also fits the controller's INTEGER column.
+        // Kept below 2^63 so it also fits the controller's INTEGER columns.
         let id = rand::random::<u64>() >> 1;
-        self.conn().execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![JOURNAL_ID, id])?;
-        Ok(self.setting(JOURNAL_ID)?.and_then(|v| v.parse().ok()).unwrap_or(id))
+        self.conn().execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, id])?;
+        Ok(self.setting(key)?.and_then(|v| v.parse().ok()).unwrap_or(id))
     }
 
     /// Raw counter values of the last committed poll.
@@ -129,14 +138,26 @@ impl StateStore {
             )?;
             let seq = tx.last_insert_rowid() as u64;
             let mut add = tx.prepare_cached(
-                "INSERT INTO client_usage (email, up, down) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(email) DO UPDATE SET up = up + excluded.up, down = down + excluded.down",
+                "INSERT INTO client_usage (email, up, down, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(email) DO UPDATE SET up = up + excluded.up, down = down + excluded.down,
+                 last_seen_ms = excluded.last_seen_ms",
             )?;
             for u in &users {
-                add.execute(params![u.email, u.up as i64, u.down as i64])?;
+                add.execute(params![u.email, u.up as i64, u.down as i64, poll.taken_at_ms as i64])?;
             }
             Some(seq)
         };
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO source_usage (direction, tag, up, down) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(direction, tag) DO UPDATE SET up = up + excluded.up, down = down + excluded.down",
+            )?;
+            let sources =
+                poll.inbounds.iter().map(|t| ("inbound", t)).chain(poll.outbounds.iter().map(|t| ("outbound", t)));
+            for (direction, t) in sources.filter(|(_, t)| t.up > 0 || t.down > 0) {
+                add.execute(params![direction, t.tag, t.up as i64, t.down as i64])?;
+            }
+        }
         tx.commit()?;
         Ok(seq)
     }
@@ -174,7 +195,7 @@ impl StateStore {
     /// Usage of every client seen, keyed by lower-cased email.
     pub fn usage(&self) -> Result<HashMap<String, Usage>, StateError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT email, up, down, reset_generation FROM client_usage")?;
+        let mut stmt = conn.prepare("SELECT email, up, down, reset_generation, last_seen_ms FROM client_usage")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -183,6 +204,7 @@ impl StateStore {
                         up: r.get::<_, i64>(1)? as u64,
                         down: r.get::<_, i64>(2)? as u64,
                         reset_generation: r.get::<_, i64>(3)? as u32,
+                        last_seen_ms: r.get(4)?,
                     },
                 ))
             })?
@@ -222,6 +244,7 @@ mod tests {
             baselines: vec![("c".into(), 9)],
             users: vec![user("A@x", 3, 4), user("idle@x", 0, 0)],
             inbounds: vec![InboundTraffic { tag: "in-1".into(), up: 3, down: 5 }],
+            outbounds: vec![],
         };
         let first = s.record_poll(&poll).unwrap().unwrap();
         let second = s.record_poll(&Poll { taken_at_ms: 3, users: vec![user("a@x", 1, 1)], ..Default::default() });
@@ -232,7 +255,7 @@ mod tests {
         assert_eq!(rows[0].users, vec![user("A@x", 3, 4)], "idle users are not journaled");
         assert_eq!(
             s.usage().unwrap()["a@x"],
-            Usage { up: 4, down: 5, reset_generation: 0 },
+            Usage { up: 4, down: 5, reset_generation: 0, last_seen_ms: Some(3) },
             "emails match case-insensitively"
         );
 
@@ -244,7 +267,7 @@ mod tests {
         assert!(third > second);
 
         s.reset_usage("a@x", 2).unwrap();
-        assert_eq!(s.usage().unwrap()["a@x"], Usage { up: 0, down: 0, reset_generation: 2 });
+        assert_eq!(s.usage().unwrap()["a@x"], Usage { up: 0, down: 0, reset_generation: 2, last_seen_ms: Some(0) });
         let id = s.journal_id().unwrap();
         assert_eq!(StateStore::open(dir.path()).unwrap().journal_id().unwrap(), id, "journal id is stable");
     }

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::identity::Identity;
 
 pub use journal::{Poll, StoredBatch, Usage};
+pub use users::{LocalUsers, SourceUsage};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -68,6 +69,34 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE counter_baseline (
         name  TEXT PRIMARY KEY,
         value INTEGER NOT NULL
+    );
+"#,
+    r#"
+    -- When each client last moved traffic (for the local user API).
+    ALTER TABLE client_usage ADD COLUMN last_seen_ms INTEGER;
+    -- What clients have beyond the core's own fields (IP limit, auto-renew, creation time).
+    CREATE TABLE client_lifecycle (
+        email      TEXT PRIMARY KEY COLLATE NOCASE,
+        limit_ip   INTEGER NOT NULL DEFAULT 0,
+        renew_days INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL DEFAULT 0
+    );
+    -- User changes made on this host, until a pushed state that contains them is applied:
+    -- bincode of flotilla_protocol::users::UserChange; `included_in` is the controller revision
+    -- that contains the change, once the controller has committed it.
+    CREATE TABLE user_outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        made_at_ms  INTEGER NOT NULL,
+        body        BLOB NOT NULL,
+        included_in INTEGER
+    );
+    -- Totals per traffic source (inbound and outbound tags of the core) since their last reset.
+    CREATE TABLE source_usage (
+        direction TEXT NOT NULL,
+        tag       TEXT NOT NULL,
+        up        INTEGER NOT NULL DEFAULT 0,
+        down      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (direction, tag)
     );
 "#,
 ];
@@ -281,6 +310,7 @@ impl StateStore {
 
 pub mod backup;
 pub mod journal;
+pub mod users;
 
 #[cfg(test)]
 mod tests {

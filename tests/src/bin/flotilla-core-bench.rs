@@ -433,7 +433,13 @@ async fn users_and_stats(
     let t = Instant::now();
     let baselines = store.baselines()?;
     let d = stats::deltas(&reading, &baselines);
-    let poll = Poll { taken_at_ms: now_ms(), baselines: d.baselines, users: d.users, inbounds: d.inbounds };
+    let poll = Poll {
+        taken_at_ms: now_ms(),
+        baselines: d.baselines,
+        users: d.users,
+        inbounds: d.inbounds,
+        outbounds: d.outbounds,
+    };
     store.record_poll(&poll)?;
     println!(
         "      agent processing of that real reading (baselines, deltas, SQLite commit): {:.2} ms",
@@ -472,7 +478,13 @@ fn synthetic_poll(users: usize, dir: &Path) -> anyhow::Result<()> {
         let d = stats::deltas(&reading, &baselines);
         t_deltas.push(t.elapsed().as_secs_f64() * 1000.0);
         let moved = d.users.len();
-        let poll = Poll { taken_at_ms: now_ms(), baselines: d.baselines, users: d.users, inbounds: d.inbounds };
+        let poll = Poll {
+            taken_at_ms: now_ms(),
+            baselines: d.baselines,
+            users: d.users,
+            inbounds: d.inbounds,
+            outbounds: d.outbounds,
+        };
         let t = Instant::now();
         let seq = store.record_poll(&poll)?.context("a poll where everyone moved writes a row")?;
         t_commit.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -105,6 +105,11 @@ pub fn parse_inbound_counter(name: &str) -> Option<(&str, Direction)> {
     parse_counter(name, "inbound>>>")
 }
 
+/// `outbound>>>TAG>>>traffic>>>uplink|downlink` → (`TAG`, direction).
+pub fn parse_outbound_counter(name: &str) -> Option<(&str, Direction)> {
+    parse_counter(name, "outbound>>>")
+}
+
 /// `user>>>EMAIL>>>online` (Xray's online-map name) → `EMAIL`; anything else is kept as is.
 fn online_email(name: &str) -> &str {
     let name = name.strip_prefix("user>>>").unwrap_or(name);

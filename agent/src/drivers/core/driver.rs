@@ -12,6 +12,9 @@ use flotilla_protocol::proxy::{
     ApplyReport, ClientSpec, CoreFlavor, CoreState, CoreStatus, CutOff, InboundSpec, LogLine, LogQuery, OnlineSource,
     ProxyState,
 };
+use flotilla_protocol::users::{
+    ClientLifecycle, DesiredUsers, LocalChange, SourceStat, StatsReset, UserChange, UserStat, UserStats,
+};
 use serde::Deserialize;
 use tokio::sync::{watch, Mutex};
 
@@ -19,9 +22,12 @@ use super::api::{CoreApi, CoreApiError};
 use super::config::{self, CoreConfigInput};
 use super::process::{self, CoreProcess};
 use super::reconcile::{self, UserKey};
+use super::session::{SessionCounters, Source};
+use super::users::{self as user_changes, Lifecycles, UserChangeError};
 use super::ProxyCore;
 use super::{limits, singbox, stats};
-use crate::state::{Poll, StateError, StateStore, StoredBatch};
+use crate::clock::Clock;
+use crate::state::{LocalUsers, Poll, StateError, StateStore, StoredBatch};
 
 /// How the agent runs the proxy core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -59,6 +65,9 @@ pub struct CoreSettings {
     /// How often traffic counters are read into the journal.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// Clock of expiry and renewal decisions (not a config key: tests skew it).
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for CoreSettings {
@@ -71,6 +80,7 @@ impl Default for CoreSettings {
             config_path: None,
             restart_command: None,
             stats_interval: Duration::from_secs(10),
+            clock: Clock::system(),
         }
     }
 }
@@ -100,6 +110,10 @@ const TICK: Duration = Duration::from_secs(1);
 
 struct Inner {
     desired: ProxyState,
+    /// Lifecycle settings of the desired clients, by lower-cased email.
+    lifecycle: Lifecycles,
+    /// `sess_*` and `rate` of users and sources.
+    session: SessionCounters,
     /// Inbounds in the running config.
     served: Vec<InboundSpec>,
     /// Users on the running core.
@@ -131,10 +145,13 @@ pub struct CoreDriver {
     config_path: Option<PathBuf>,
     version: String,
     stats_interval: Duration,
+    clock: Clock,
     inner: Mutex<Inner>,
     status_tx: watch::Sender<CoreStatus>,
     /// Latest journal sequence written; the link ships rows when it moves.
     journal_tx: watch::Sender<u64>,
+    /// Latest outbox id written; the link ships local user changes when it moves.
+    outbox_tx: watch::Sender<u64>,
     stopped: SyncMutex<bool>,
 }
 
@@ -144,6 +161,7 @@ impl std::fmt::Debug for CoreDriver {
     }
 }
 
+/// System time, for journal timestamps (decisions use the driver's [`Clock`]).
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -248,6 +266,8 @@ impl CoreDriver {
         };
         let (status_tx, _) = watch::channel(initial);
         let (journal_tx, _) = watch::channel(0);
+        let (outbox_tx, _) = watch::channel(0);
+        let lifecycle = store.lifecycle()?;
         let mut driver = CoreDriver {
             store,
             flavor,
@@ -261,8 +281,11 @@ impl CoreDriver {
             config_path,
             version,
             stats_interval: settings.stats_interval.max(Duration::from_millis(200)),
+            clock: settings.clock.clone(),
             inner: Mutex::new(Inner {
                 desired,
+                lifecycle,
+                session: SessionCounters::default(),
                 served: vec![],
                 on_core: BTreeMap::new(),
                 cut_off: BTreeMap::new(),
@@ -275,14 +298,22 @@ impl CoreDriver {
             }),
             status_tx,
             journal_tx,
+            outbox_tx,
             stopped: SyncMutex::new(false),
         };
         {
-            // Work out cut-offs before the first config is written, so an expired client is not
-            // served even for a moment after a reboot.
+            // Work out renewals and cut-offs before the first config is written, so an expired
+            // client is not served even for a moment after a reboot.
+            let now = driver.clock.now_ms();
             let inner = driver.inner.get_mut();
+            let renewals = renewals(inner, now);
+            if !renewals.is_empty() {
+                let mut users = LocalUsers { state: inner.desired.clone(), lifecycle: inner.lifecycle.clone() };
+                user_changes::replay(&mut users.state, &mut users.lifecycle, &renewals);
+                driver.store.save_local_changes(&users, &renewals, now)?;
+                (inner.desired, inner.lifecycle) = (users.state, users.lifecycle);
+            }
             let usage = driver.store.usage()?;
-            let now = now_ms();
             for c in &inner.desired.clients {
                 let used = usage.get(&c.email.to_lowercase()).copied().unwrap_or_default();
                 if let Some(why) = limits::cut_off(c, used, now) {
@@ -339,15 +370,28 @@ impl CoreDriver {
         *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies a pushed proxy state: refuses what the core cannot serve, persists the rest,
-    /// then converges the core (live user changes; a restart only when inbounds changed).
-    async fn apply_state(&self, mut state: ProxyState) -> ApplyReport {
+    /// Applies a pushed proxy state: replays local user changes the push does not contain yet,
+    /// refuses what the core cannot serve, persists the rest, then converges the core (live user
+    /// changes; a restart only when inbounds changed). Without `lifecycle` (an older controller)
+    /// the clients keep theirs.
+    async fn apply_desired(&self, mut state: ProxyState, lifecycle: Option<Vec<ClientLifecycle>>) -> ApplyReport {
         let mut inner = self.inner.lock().await;
         let mut report = ApplyReport { revision: inner.desired.revision, ..Default::default() };
         if state.revision < inner.desired.revision {
             tracing::debug!(pushed = state.revision, applied = inner.desired.revision, "stale proxy state ignored");
             return report;
         }
+        let mut lifecycle: Lifecycles = match lifecycle {
+            Some(list) => list.into_iter().map(|l| (l.email.to_lowercase(), l)).collect(),
+            None => inner.lifecycle.clone(),
+        };
+        let pending = match self.store.replayable_changes(state.revision) {
+            Ok(p) => p,
+            Err(e) => return fail(report, "agent store", e),
+        };
+        user_changes::replay(&mut state, &mut lifecycle, pending.iter().map(|c| &c.change));
+        let kept: HashSet<String> = state.clients.iter().map(|c| c.email.to_lowercase()).collect();
+        lifecycle.retain(|email, _| kept.contains(email));
         // Refuse inbounds the core cannot run, or whose port another program holds, rather
         // than writing a config the core would fail to start with.
         let held: HashSet<u16> = inner.served.iter().map(|i| i.port).collect();
@@ -383,22 +427,14 @@ impl CoreDriver {
         drop(by_tag);
         state.clients.retain(|c| !bad_clients.contains(&c.email.to_lowercase()));
 
-        let usage = match self.store.usage() {
-            Ok(u) => u,
-            Err(e) => return fail(report, "agent store", e),
-        };
-        for c in &state.clients {
-            let email = c.email.to_lowercase();
-            if usage.get(&email).map(|u| u.reset_generation).unwrap_or(0) < c.reset_generation {
-                if let Err(e) = self.store.reset_usage(&email, c.reset_generation) {
-                    return fail(report, "agent store", e);
-                }
-            }
-        }
-        if let Err(e) = self.store.save_proxy_state(&state) {
+        if let Err(e) = self.sync_usage_resets(&state) {
             return fail(report, "agent store", e);
         }
-        inner.desired = state;
+        let users = LocalUsers { state, lifecycle };
+        if let Err(e) = self.store.save_users(&users) {
+            return fail(report, "agent store", e);
+        }
+        (inner.desired, inner.lifecycle) = (users.state, users.lifecycle);
         let changes = self.converge(&mut inner).await;
         report.users_added = changes.added;
         report.users_removed = changes.removed;
@@ -410,12 +446,145 @@ impl CoreDriver {
         report
     }
 
+    /// Zeroes the local usage of clients whose reset generation moved past it.
+    fn sync_usage_resets(&self, state: &ProxyState) -> Result<(), StateError> {
+        let usage = self.store.usage()?;
+        for c in &state.clients {
+            let email = c.email.to_lowercase();
+            if usage.get(&email).map(|u| u.reset_generation).unwrap_or(0) < c.reset_generation {
+                self.store.reset_usage(&email, c.reset_generation)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies user changes made on this host: each is checked against the desired state and
+    /// the core's abilities; those that pass are committed together with the outbox entries the
+    /// controller will receive, then the core converges (live, no restart for users).
+    async fn change_users_now(&self, changes: Vec<UserChange>) -> Vec<Result<(), UserChangeError>> {
+        let mut inner = self.inner.lock().await;
+        let mut users = LocalUsers { state: inner.desired.clone(), lifecycle: inner.lifecycle.clone() };
+        let mut accepted = Vec::new();
+        let results: Vec<Result<(), UserChangeError>> = changes
+            .into_iter()
+            .map(|change| {
+                if let UserChange::Add { client, .. } = &change {
+                    let inbound = users.state.inbounds.iter().find(|i| i.tag == client.inbound_tag);
+                    if let Some(inbound) = inbound {
+                        config::check_client(self.flavor, inbound, client)
+                            .map_err(|e| UserChangeError::Invalid("credential", e.to_string()))?;
+                    }
+                }
+                user_changes::apply(&mut users.state, &mut users.lifecycle, &change)?;
+                accepted.push(change);
+                Ok(())
+            })
+            .collect();
+        if accepted.is_empty() {
+            return results;
+        }
+        let now = self.clock.now_ms();
+        let committed =
+            self.sync_usage_resets(&users.state).and_then(|()| self.store.save_local_changes(&users, &accepted, now));
+        let last = match committed {
+            Ok(id) => id,
+            Err(e) => {
+                let e = UserChangeError::Store(e.to_string());
+                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+            }
+        };
+        (inner.desired, inner.lifecycle) = (users.state, users.lifecycle);
+        let changes = self.converge(&mut inner).await;
+        for (what, why) in &changes.failures {
+            tracing::warn!(%what, %why, "local user change not taken by the core yet; retried every second");
+        }
+        self.publish(&inner);
+        self.outbox_tx.send_replace(last);
+        results
+    }
+
+    /// Records auto-renewals that are due (subscription end passed, renew days set) as local
+    /// changes, so the controller learns the new end like any other change made here.
+    fn take_renewals(&self, inner: &mut Inner) {
+        let now = self.clock.now_ms();
+        let due = renewals(inner, now);
+        if due.is_empty() {
+            return;
+        }
+        let mut users = LocalUsers { state: inner.desired.clone(), lifecycle: inner.lifecycle.clone() };
+        user_changes::replay(&mut users.state, &mut users.lifecycle, &due);
+        match self.store.save_local_changes(&users, &due, now) {
+            Ok(last) => {
+                for change in &due {
+                    tracing::info!(email = ?change.email(), "subscription renewed");
+                }
+                (inner.desired, inner.lifecycle) = (users.state, users.lifecycle);
+                self.outbox_tx.send_replace(last);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record subscription renewals"),
+        }
+    }
+
+    /// The node's users and sources with totals, session counters and rates.
+    async fn stats_now(&self) -> UserStats {
+        let inner = self.inner.lock().await;
+        let usage = self.store.usage().unwrap_or_default();
+        let sources = self.store.source_usage().unwrap_or_default();
+        let users = inner
+            .desired
+            .clients
+            .iter()
+            .map(|c| {
+                let email = c.email.to_lowercase();
+                let used = usage.get(&email).copied().unwrap_or_default();
+                let key = Source::User(email.clone());
+                let (sess_uplink, sess_downlink) = inner.session.session(&key);
+                UserStat {
+                    last_seen_ms: used.last_seen_ms,
+                    rate_bps: inner.session.rate(&key),
+                    uplink: used.up,
+                    downlink: used.down,
+                    sess_uplink,
+                    sess_downlink,
+                    enabled: c.enable && !inner.cut_off.contains_key(&email),
+                    ..UserStat::from_desired(c, inner.lifecycle.get(&email))
+                }
+            })
+            .collect();
+        let sources = sources
+            .into_iter()
+            .map(|u| {
+                let key = match u.direction.as_str() {
+                    "inbound" => Source::Inbound(u.tag.clone()),
+                    _ => Source::Outbound(u.tag.clone()),
+                };
+                let (sess_uplink, sess_downlink) = inner.session.session(&key);
+                SourceStat {
+                    direction: u.direction,
+                    tag: u.tag,
+                    rate_bps: inner.session.rate(&key),
+                    uplink: u.up,
+                    downlink: u.down,
+                    sess_uplink,
+                    sess_downlink,
+                }
+            })
+            .collect();
+        let unavailable = if self.per_user_stats {
+            vec![]
+        } else {
+            ["rate", "uplink", "downlink", "sess_uplink", "sess_downlink", "last_seen"].map(String::from).to_vec()
+        };
+        UserStats { sources, users, per_user_stats: self.per_user_stats, unavailable }
+    }
+
     /// Makes the core match the desired state: recomputes cut-offs, rewrites the config, and
     /// either restarts the core (inbound set changed) or changes users one by one.
     async fn converge(&self, inner: &mut Inner) -> Changes {
         let mut changes = Changes::default();
+        self.take_renewals(inner);
         let usage = self.store.usage().unwrap_or_default();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut cut = BTreeMap::new();
         for c in inner.desired.clients.iter().filter(|c| c.enable) {
             let used = usage.get(&c.email.to_lowercase()).copied().unwrap_or_default();
@@ -540,6 +709,7 @@ impl CoreDriver {
             (None, None) => return Err("external core without restart_command: restart it yourself".into()),
         }
         let _ = self.store.clear_baselines();
+        inner.session.reset();
         inner.last_uptime = None;
         if let Some(p) = &self.process {
             inner.generation = p.generation();
@@ -594,6 +764,7 @@ impl CoreDriver {
         }
         inner.last_reload = Some(Instant::now());
         inner.tracker.reset();
+        inner.session.reset();
         // The old instance answers until it is closed; give the reload a moment to begin.
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.wait_api().await.map(drop)
@@ -695,6 +866,7 @@ impl CoreDriver {
                     inner.generation = p.generation();
                     inner.last_uptime = None;
                     inner.tracker.reset();
+                    inner.session.reset();
                     let _ = self.store.clear_baselines();
                     remember_core_pid(&data_dir, p.pid());
                 }
@@ -731,7 +903,11 @@ impl CoreDriver {
                 _ => None,
             };
             let inbounds = inner.tracker.observe(&snapshot, sole.as_deref());
-            let poll = Poll { taken_at_ms: now_ms() as u64, baselines: vec![], users: vec![], inbounds };
+            inner.session.observe(
+                Instant::now(),
+                inbounds.iter().map(|t| (Source::Inbound(t.tag.clone()), t.up, t.down)).collect::<Vec<_>>(),
+            );
+            let poll = Poll { taken_at_ms: now_ms() as u64, inbounds, ..Default::default() };
             return self.commit_poll(poll).await;
         }
         let uptime = self.api.sys_uptime().await.map_err(|e| e.to_string())?;
@@ -739,6 +915,7 @@ impl CoreDriver {
             // An external core restarted behind our back: counters reset, users lost on v2ray.
             tracing::warn!("proxy core restarted (uptime went back); re-adding users");
             let _ = self.store.clear_baselines();
+            inner.session.reset();
             if self.process.is_none() {
                 self.readd_users(inner).await;
             }
@@ -748,7 +925,21 @@ impl CoreDriver {
         let baselines = self.store.baselines().map_err(|e| e.to_string())?;
         let d = stats::deltas(&reading, &baselines);
         let moved: HashSet<String> = d.users.iter().map(|u| u.email.to_lowercase()).collect();
-        let poll = Poll { taken_at_ms: now_ms() as u64, baselines: d.baselines, users: d.users, inbounds: d.inbounds };
+        let counted = d
+            .users
+            .iter()
+            .map(|t| (Source::User(t.email.to_lowercase()), t.up, t.down))
+            .chain(d.inbounds.iter().map(|t| (Source::Inbound(t.tag.clone()), t.up, t.down)))
+            .chain(d.outbounds.iter().map(|t| (Source::Outbound(t.tag.clone()), t.up, t.down)))
+            .collect::<Vec<_>>();
+        inner.session.observe(Instant::now(), counted);
+        let poll = Poll {
+            taken_at_ms: now_ms() as u64,
+            baselines: d.baselines,
+            users: d.users,
+            inbounds: d.inbounds,
+            outbounds: d.outbounds,
+        };
         self.commit_poll(poll).await?;
         inner.recent.push_back(moved);
         while inner.recent.len() > 2 {
@@ -798,7 +989,47 @@ impl ProxyCore for CoreDriver {
     }
 
     async fn apply(&self, state: ProxyState) -> ApplyReport {
-        self.apply_state(state).await
+        self.apply_desired(state, None).await
+    }
+
+    async fn apply_users(&self, desired: DesiredUsers) -> ApplyReport {
+        self.apply_desired(desired.state, Some(desired.lifecycle)).await
+    }
+
+    async fn user_stats(&self) -> UserStats {
+        self.stats_now().await
+    }
+
+    async fn change_users(&self, changes: Vec<UserChange>) -> Vec<Result<(), UserChangeError>> {
+        self.change_users_now(changes).await
+    }
+
+    async fn reset_stats(&self, what: StatsReset) {
+        match what {
+            StatsReset::Sources => {
+                if let Err(e) = self.store.reset_source_usage() {
+                    tracing::warn!(error = %e, "cannot reset source totals");
+                }
+            }
+            StatsReset::Sessions => self.inner.lock().await.session.reset(),
+            StatsReset::Dns => {}
+        }
+    }
+
+    fn outbox(&self) -> watch::Receiver<u64> {
+        self.outbox_tx.subscribe()
+    }
+
+    fn outbox_id(&self) -> Result<u64, StateError> {
+        self.store.outbox_id()
+    }
+
+    fn pending_changes(&self, after: u64, limit: usize) -> Result<Vec<LocalChange>, StateError> {
+        self.store.pending_changes(after, limit)
+    }
+
+    fn changes_committed(&self, through: u64, revision: u64) -> Result<(), StateError> {
+        self.store.changes_committed(through, revision)
     }
 
     async fn restart(&self) -> CoreStatus {
@@ -832,6 +1063,20 @@ struct Changes {
     inbounds_changed: u32,
     restarted: bool,
     failures: Vec<(String, String)>,
+}
+
+/// Auto-renewals due at `now_ms`: clients whose subscription end passed and that renew.
+fn renewals(inner: &Inner, now_ms: i64) -> Vec<UserChange> {
+    inner
+        .desired
+        .clients
+        .iter()
+        .filter_map(|c| {
+            let days = inner.lifecycle.get(&c.email.to_lowercase())?.renew_days;
+            let expiry_ms = user_changes::renewed_expiry(c.expiry_ms, days, now_ms)?;
+            Some(UserChange::SetExpiry { email: c.email.clone(), expiry_ms })
+        })
+        .collect()
 }
 
 fn fail(mut report: ApplyReport, what: &str, e: impl std::fmt::Display) -> ApplyReport {

@@ -36,7 +36,7 @@ mod tests {
     }
 
     fn used(total: u64, reset_generation: u32) -> Usage {
-        Usage { up: total / 2, down: total - total / 2, reset_generation }
+        Usage { up: total / 2, down: total - total / 2, reset_generation, last_seen_ms: None }
     }
 
     #[test]

@@ -7,14 +7,18 @@ mod driver;
 pub mod limits;
 pub mod process;
 pub mod reconcile;
+pub mod session;
 pub mod singbox;
 pub mod stats;
+pub mod users;
 
 use flotilla_protocol::proxy::{ApplyReport, CoreStatus, LogLine, LogQuery, ProxyState};
+use flotilla_protocol::users::{DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, StatsReset, UserChange, UserStats};
 use tokio::sync::watch;
 
 use crate::state::{StateError, StoredBatch};
 pub use driver::{CoreDriver, CoreMode, CoreSettings, DriverError};
+pub use users::UserChangeError;
 
 /// What the link needs from a proxy core: apply pushed state, report status, and hand over
 /// journal rows until the controller has committed them. [`CoreDriver`] drives real cores;
@@ -41,4 +45,41 @@ pub trait ProxyCore: Send + Sync + std::fmt::Debug {
     fn journal_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredBatch>, StateError>;
     /// The controller committed every row through `seq` (blocking).
     fn journal_committed(&self, seq: u64) -> Result<(), StateError>;
+
+    /// Applies a pushed state with the clients' lifecycle settings (`APPLY_USERS`).
+    async fn apply_users(&self, desired: DesiredUsers) -> ApplyReport {
+        self.apply(desired.state).await
+    }
+    /// The node's users and traffic sources now.
+    async fn user_stats(&self) -> UserStats {
+        UserStats { sources: vec![], users: vec![], per_user_stats: false, unavailable: vec![] }
+    }
+    /// Applies user changes made on this host, in order, each live on the core and queued for
+    /// the controller; one result per change.
+    async fn change_users(&self, changes: Vec<UserChange>) -> Vec<Result<(), UserChangeError>> {
+        changes.iter().map(|_| Err(UserChangeError::NoCore)).collect()
+    }
+    /// The most frequent destinations of a user.
+    async fn dns_stats(&self, _query: &DnsStatsQuery) -> Vec<DnsStat> {
+        vec![]
+    }
+    /// Zeroes agent-local statistics.
+    async fn reset_stats(&self, _what: StatsReset) {}
+    /// The latest outbox id written; the link ships local user changes when it moves.
+    fn outbox(&self) -> watch::Receiver<u64> {
+        watch::channel(0).1
+    }
+    /// Id of the outbox of local user changes.
+    fn outbox_id(&self) -> Result<u64, StateError> {
+        Ok(0)
+    }
+    /// Local user changes the controller has not committed, after id `after`, oldest first
+    /// (blocking).
+    fn pending_changes(&self, _after: u64, _limit: usize) -> Result<Vec<LocalChange>, StateError> {
+        Ok(vec![])
+    }
+    /// The controller committed local changes through `through` in revision `revision` (blocking).
+    fn changes_committed(&self, _through: u64, _revision: u64) -> Result<(), StateError> {
+        Ok(())
+    }
 }

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use flotilla_protocol::proxy::{InboundTraffic, UserTraffic};
 
-use super::api::{parse_inbound_counter, parse_user_counter, Direction};
+use super::api::{parse_inbound_counter, parse_outbound_counter, parse_user_counter, Direction};
 
 /// Deltas of one reading.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Deltas {
     pub users: Vec<UserTraffic>,
     pub inbounds: Vec<InboundTraffic>,
+    pub outbounds: Vec<InboundTraffic>,
     /// Counters whose value changed, with their new raw value.
     pub baselines: Vec<(String, i64)>,
 }
@@ -24,6 +25,7 @@ pub struct Deltas {
 pub fn deltas(reading: &[(String, i64)], baselines: &HashMap<String, i64>) -> Deltas {
     let mut users: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut inbounds: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut outbounds: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut out = Deltas::default();
     for (name, value) in reading {
         let value = (*value).max(0);
@@ -39,6 +41,8 @@ pub fn deltas(reading: &[(String, i64)], baselines: &HashMap<String, i64>) -> De
             (users.entry(email).or_default(), d)
         } else if let Some((tag, d)) = parse_inbound_counter(name) {
             (inbounds.entry(tag).or_default(), d)
+        } else if let Some((tag, d)) = parse_outbound_counter(name) {
+            (outbounds.entry(tag).or_default(), d)
         } else {
             continue;
         };
@@ -48,7 +52,11 @@ pub fn deltas(reading: &[(String, i64)], baselines: &HashMap<String, i64>) -> De
         }
     }
     out.users = users.into_iter().map(|(email, (up, down))| UserTraffic { email: email.into(), up, down }).collect();
-    out.inbounds = inbounds.into_iter().map(|(tag, (up, down))| InboundTraffic { tag: tag.into(), up, down }).collect();
+    let tagged = |m: BTreeMap<&str, (u64, u64)>| -> Vec<InboundTraffic> {
+        m.into_iter().map(|(tag, (up, down))| InboundTraffic { tag: tag.into(), up, down }).collect()
+    };
+    out.inbounds = tagged(inbounds);
+    out.outbounds = tagged(outbounds);
     out
 }
 
@@ -72,6 +80,7 @@ mod tests {
         let d = deltas(&r, &base);
         assert_eq!(d.users, vec![UserTraffic { email: "a@x".into(), up: 100, down: 1000 }]);
         assert_eq!(d.inbounds, vec![InboundTraffic { tag: "in-1".into(), up: 0, down: 1100 }]);
+        assert_eq!(d.outbounds, vec![InboundTraffic { tag: "direct".into(), up: 0, down: 7 }]);
         assert_eq!(d.baselines.len(), 4);
         base.extend(d.baselines);
 
