@@ -31,6 +31,22 @@ pub struct FileConfig {
     /// `[monitoring]`: the Prometheus/Loki/Grafana stack the web UI's monitoring tab reports on.
     #[serde(default)]
     pub monitoring: MonitoringConfig,
+    /// `[v2ray_stat]`: the fleet-wide v2ray-stat API.
+    #[serde(default)]
+    pub v2ray_stat: V2rayStatConfig,
+}
+
+/// `[v2ray_stat]` of `controller.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V2rayStatConfig {
+    /// Token accepted as `Authorization: Bearer <token>` besides HTTP Basic (as v2ray-stat's own
+    /// `api_token`); unset: Basic only. `FLOTILLA_V2RAY_STAT_TOKEN` overrides it.
+    pub api_token: Option<String>,
+    /// Inbound of users added without `inboundTag` [default: "vless-in"].
+    pub default_inbound_tag: Option<String>,
+    /// Columns and sorts of `GET /api/v1/stats`, as the agent's `[stats_columns]`.
+    pub stats_columns: Option<flotilla_protocol::v2ray_stat::StatsColumns>,
 }
 
 /// `[monitoring]` of `controller.toml` (and the matching `serve` flags): where the monitoring
@@ -91,6 +107,20 @@ mod tests {
         assert_eq!(m.monitoring.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
         assert_eq!(m.monitoring.grafana_public_path.as_deref(), Some("/g/"));
         assert!(toml::from_str::<FileConfig>("[monitoring]\nprometheus = \"x\"").is_err());
+        let v: FileConfig = toml::from_str(
+            "[v2ray_stat]\napi_token = \"t\"\n[v2ray_stat.stats_columns.client]\ncolumns = [\"user\"]\n",
+        )
+        .unwrap();
+        assert_eq!(v.v2ray_stat.api_token.as_deref(), Some("t"));
+        assert!(v.v2ray_stat.stats_columns.is_some());
+        // Every commented-out key of the packaged file is a real key.
+        let packaged = include_str!("../../packaging/controller/controller.toml");
+        let uncommented: String = packaged
+            .lines()
+            .map(|l| l.strip_prefix('#').filter(|r| r.starts_with('[') || r.contains(" = ")).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        toml::from_str::<FileConfig>(&uncommented).unwrap();
         assert!(FileConfig::load(Path::new("/nonexistent.toml"), false).is_ok());
         assert!(FileConfig::load(Path::new("/nonexistent.toml"), true).is_err());
     }

@@ -6,19 +6,30 @@ use std::time::Duration;
 
 use flotilla_agent::drivers::core::{CoreDriver, CoreSettings, ProxyCore};
 use flotilla_agent::link::{self, RunSettings};
+use flotilla_agent::local_api::{self, LocalApiSettings};
 use flotilla_agent::state::StateStore;
 use std::sync::Arc;
 
 use crate::server::{self, AdminBootstrap, Settings, INITIAL_PASSWORD_FILE};
-use crate::store::NewNode;
+use crate::store::{NewInbound, NewNode};
 
 /// Name of the node the demo's local agent is enrolled as.
 pub const DEMO_NODE: &str = "local";
 /// Port of the inbound the banner's example creates.
 const DEMO_PORT: u16 = 24443;
 
-/// Runs the demo until `stop` completes.
-pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Tag and port of the inbound every demo starts with, so the v2ray-stat document's examples
+/// (`inboundTag=vless-in`) work as printed.
+const SEED_TAG: &str = "vless-in";
+const SEED_PORT: u16 = 24444;
+
+/// Runs the demo until `stop` completes. `local_api`: where the local agent serves the
+/// v2ray-stat API (None: off).
+pub async fn run(
+    settings: Settings,
+    local_api: Option<std::net::SocketAddr>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
     let given_password = settings.admin.as_ref().map(|(_, p)| p.clone());
     let running = server::start(settings).await?;
@@ -41,11 +52,26 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         let store = running.store.clone();
         let node = match store.nodes()?.into_iter().find(|n| n.name == DEMO_NODE) {
             Some(n) => n,
-            None => store.create_node(&NewNode {
-                name: DEMO_NODE.into(),
-                public_host: Some("127.0.0.1".into()),
-                ..Default::default()
-            })?,
+            None => {
+                let node = store.create_node(&NewNode {
+                    name: DEMO_NODE.into(),
+                    public_host: Some("127.0.0.1".into()),
+                    ..Default::default()
+                })?;
+                let seed = NewInbound {
+                    tag: Some(SEED_TAG.into()),
+                    port: SEED_PORT,
+                    protocol: "vless".into(),
+                    remark: "v2ray-stat examples".into(),
+                    enable: true,
+                    settings: r#"{"decryption":"none"}"#.into(),
+                    stream_settings: r#"{"network":"tcp","security":"none"}"#.into(),
+                    sniffing: "{}".into(),
+                    ..Default::default()
+                };
+                store.create_inbound(node.id, &seed, &[])?;
+                node
+            }
         };
         let token = running.fleet.issue_join_token(node.id)?;
         let enrolled = flotilla_agent::enroll::enroll(&agent_state, &token.token, None, false).await?;
@@ -69,6 +95,14 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         None => "no proxy core found on PATH: install v2ray (apt-get install v2ray) for these examples".to_string(),
     };
     let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
+    let api_settings = LocalApiSettings { listen: local_api, ..LocalApiSettings::default() };
+    let api_core = core.clone().map(|c| c as Arc<dyn ProxyCore>);
+    let api_stop = stop_rx.clone();
+    let api = tokio::spawn(async move {
+        if let Err(e) = local_api::serve(api_settings, api_core, api_stop).await {
+            println!("local v2ray-stat API: {e}");
+        }
+    });
     let agent = tokio::spawn(link::run(
         agent_state,
         RunSettings {
@@ -97,16 +131,24 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
     println!("Proxy ({core_note}):");
     println!("  # a VLESS inbound on port {DEMO_PORT} of every node, then a client on it");
     println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/inbounds -H 'Content-Type: application/json' -d '{{\"port\":{DEMO_PORT},\"protocol\":\"vless\",\"remark\":\"demo\",\"settings\":{{\"decryption\":\"none\"}},\"streamSettings\":{{\"network\":\"tcp\",\"security\":\"none\"}}}}'");
-    println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/clients/batch-add -H 'Content-Type: application/json' -d '{{\"clients\":[{{\"email\":\"demo@example.com\",\"inbound_id\":1,\"totalGB\":100}}]}}'");
+    println!("  curl -u '{user}:{pw}' -X POST {base}/api/v1/clients/batch-add -H 'Content-Type: application/json' -d '{{\"clients\":[{{\"email\":\"demo@example.com\",\"inbound_id\":2,\"totalGB\":100}}]}}'");
     println!("  # the subscription (no auth): base64 of the share links, usable on this machine");
     println!("  curl {base}/api/v1/sub/demo@example.com");
     println!();
+    if let Some(addr) = local_api {
+        println!("Users on this host (the v2ray-stat API, no auth, loopback; inbound {SEED_TAG} on port {SEED_PORT} is ready):");
+        println!("  curl -X POST http://{addr}/api/v1/add_user -d \"user=newuser&credential=123e4567-e89b-12d3-a456-426614174000&inboundTag={SEED_TAG}\"");
+        println!("  curl http://{addr}/api/v1/stats");
+        println!("  # the same fleet-wide, authenticated: curl -u '{user}:{pw}' {base}/api/v1/users");
+        println!();
+    }
     println!("Press Ctrl-C to stop.");
 
     stop.await;
     println!("stopping…");
     let _ = stop_agent.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     if let Some(core) = core {
         core.stop().await;
     }

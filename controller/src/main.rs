@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use flotilla_controller::api::v2ray_stat::V2rayStatSettings;
 use flotilla_controller::config::{FileConfig, MonitoringConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
 use flotilla_controller::fleet::FleetConfig;
 use flotilla_controller::server::{self, AdminBootstrap, Settings, INITIAL_PASSWORD_FILE};
@@ -90,13 +91,23 @@ enum Command {
     /// Run the controller.
     Serve(ServeArgs),
     /// All-in-one demo: controller on an embedded store plus a local agent, enrolled automatically.
-    Demo(ServeArgs),
+    Demo(DemoArgs),
     /// Manage nodes directly in the store (works while `serve` runs).
     #[command(subcommand)]
     Node(NodeCommand),
     /// Manage built-in users.
     #[command(subcommand)]
     User(UserCommand),
+}
+
+/// `demo`: the controller's settings plus the local agent's.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Where the local agent serves the v2ray-stat API (loopback only, no auth), or "off".
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9952")]
+    local_api: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +205,23 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
         base_path: args.base_path.clone().or_else(|| file.base_path.clone()),
+        v2ray_stat: {
+            let local = flotilla_agent::local_api::LocalApiSettings {
+                listen: None,
+                default_inbound_tag: file
+                    .v2ray_stat
+                    .default_inbound_tag
+                    .clone()
+                    .unwrap_or_else(|| flotilla_agent::local_api::DEFAULT_INBOUND_TAG.into()),
+                stats_columns: file.v2ray_stat.stats_columns.clone().unwrap_or_default(),
+                clock: flotilla_agent::clock::Clock::system(),
+            };
+            let api_token = std::env::var("FLOTILLA_V2RAY_STAT_TOKEN")
+                .ok()
+                .or_else(|| file.v2ray_stat.api_token.clone())
+                .filter(|t| !t.is_empty());
+            V2rayStatSettings { api_token, local }
+        },
         monitoring: MonitoringConfig {
             prometheus_url: args.prometheus_url.clone().or_else(|| file.monitoring.prometheus_url.clone()),
             loki_url: args.loki_url.clone().or_else(|| file.monitoring.loki_url.clone()),
@@ -237,7 +265,9 @@ async fn real_main(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         }
         Command::Demo(args) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("flotilla-demo"));
-            demo::run(settings(&args, &file, data_dir, true), wait_for_signal()).await
+            let local_api = flotilla_agent::local_api::parse_listen(&args.local_api)
+                .map_err(|e| anyhow::anyhow!("--local-api: {e}"))?;
+            demo::run(settings(&args.serve, &file, data_dir, true), local_api, wait_for_signal()).await
         }
         Command::Node(cmd) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));

@@ -30,6 +30,8 @@ pub struct Settings {
     pub base_path: Option<String>,
     /// The monitoring stack the web UI's monitoring tab reports on (`[monitoring]`).
     pub monitoring: MonitoringConfig,
+    /// The fleet-wide v2ray-stat API (`[v2ray_stat]`).
+    pub v2ray_stat: crate::api::v2ray_stat::V2rayStatSettings,
 }
 
 /// Validates a `--base-path`: `/` followed by path segments, no trailing slash (`/` alone = none).
@@ -152,6 +154,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             history: crate::jobs::history::HistoryJob::start(fleet.clone()),
             adguard: crate::jobs::adguard::AdGuardJob::start(store.clone()),
             monitoring: Arc::new(monitoring),
+            v2ray_stat: Arc::new(settings.v2ray_stat.clone()),
         },
         base_path.as_deref(),
     );

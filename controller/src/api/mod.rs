@@ -2,6 +2,7 @@
 
 pub mod multi_server;
 pub mod openapi;
+pub mod v2ray_stat;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub adguard: Arc<crate::jobs::adguard::AdGuardJob>,
     /// The monitoring stack beside the controller, and the panel's public paths.
     pub monitoring: Arc<crate::monitoring::Monitoring>,
+    /// The fleet-wide v2ray-stat API.
+    pub v2ray_stat: Arc<v2ray_stat::V2rayStatSettings>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
@@ -32,6 +35,7 @@ pub struct AppState {
 pub fn app(state: AppState, base_path: Option<&str>) -> Router {
     let routes = Router::new()
         .merge(multi_server::router())
+        .merge(v2ray_stat::router(state.clone()))
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         // The web UI's feed lives beside the API, not under /api.
         .route("/ws", axum::routing::get(multi_server::feed::connect));

@@ -558,6 +558,7 @@ mod tests {
             pam_service: None,
             base_path: Some("/my-panel".into()),
             monitoring: Default::default(),
+            v2ray_stat: Default::default(),
         })
         .await
         .unwrap();

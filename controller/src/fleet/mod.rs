@@ -56,6 +56,8 @@ pub struct NodeLive {
     pub agent_version: Option<String>,
     /// The agent drives a proxy core.
     pub proxy_capable: bool,
+    /// The agent keeps per-user lifecycle settings and serves the local user API.
+    pub lifecycle_capable: bool,
     /// Last status of the node's proxy core, and when it arrived (the agent does not resend it
     /// just because the uptime moved).
     pub core: Option<CoreStatus>,
@@ -266,6 +268,7 @@ impl Fleet {
             peer_addr: Some(conn.remote_address()),
             agent_version: Some(hello.agent_version.clone()),
             proxy_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::PROXY_CORE),
+            lifecycle_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::USER_LIFECYCLE),
             core: entry.live.core.take(),
             core_reported_at: entry.live.core_reported_at.take(),
         };

@@ -66,16 +66,25 @@ impl Fleet {
         let lock = self.push_lock(node);
         let _serial = lock.lock().await;
         let store = self.store.clone();
-        let state = match tokio::task::spawn_blocking(move || store.proxy_state(node)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return PushOutcome::Failed(e.to_string()),
+        // Agents that keep client lifecycles get them with the state; older ones the state alone.
+        let lifecycle = self.live(node).lifecycle_capable;
+        let encoded = tokio::task::spawn_blocking(move || -> Result<(RequestKind, Vec<u8>), String> {
+            let too_large = |e: flotilla_protocol::CodecError| format!("proxy state too large to send: {e}");
+            if lifecycle {
+                let desired = store.desired_users(node).map_err(|e| e.to_string())?;
+                Ok((RequestKind::APPLY_USERS, codec::encode_body(&desired).map_err(too_large)?))
+            } else {
+                let state = store.proxy_state(node).map_err(|e| e.to_string())?;
+                Ok((RequestKind::APPLY_PROXY_STATE, codec::encode_body(&state).map_err(too_large)?))
+            }
+        })
+        .await;
+        let (kind, body) = match encoded {
+            Ok(Ok(encoded)) => encoded,
+            Ok(Err(e)) => return PushOutcome::Failed(e),
             Err(e) => return PushOutcome::Failed(e.to_string()),
         };
-        let body = match codec::encode_body(&state) {
-            Ok(b) => b,
-            Err(e) => return PushOutcome::Failed(format!("proxy state too large to send: {e}")),
-        };
-        match self.call(node, RequestKind::APPLY_PROXY_STATE, body, PUSH_TIMEOUT).await {
+        match self.call(node, kind, body, PUSH_TIMEOUT).await {
             Ok(answer) => match codec::decode_from::<ApplyReport>(&answer) {
                 Ok(report) => {
                     tracing::debug!(node_id = %node, revision = report.revision, added = report.users_added,

@@ -12,6 +12,7 @@ use flotilla_protocol::messages::{Capabilities, EventAck, EventKind, Heartbeat, 
 use flotilla_protocol::metrics::MetricsSample;
 use flotilla_protocol::proxy::{CoreStatus, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
+use flotilla_protocol::users::LocalChanges;
 use flotilla_protocol::{NodeId, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -301,8 +302,33 @@ async fn handle(fleet: Arc<Fleet>, node: NodeId, request: Request) -> RpcResult 
             Ok(body) => RpcResult::Ok(body),
             Err(e) => RpcResult::Err(e),
         },
+        RequestKind::LOCAL_USER_CHANGES => match local_user_changes(&fleet, node, &request.body).await {
+            Ok(body) => RpcResult::Ok(body),
+            Err(e) => RpcResult::Err(e),
+        },
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
     }
+}
+
+/// User changes the agent made locally: committed exactly once, answered after the commit, then
+/// pushed back as a state that contains them (the agent replays them until it has it).
+async fn local_user_changes(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+    let changes: LocalChanges = codec::decode_from(body).map_err(|e| RpcError::BadRequest(e.to_string()))?;
+    let store = fleet.store.clone();
+    let applied =
+        tokio::task::spawn_blocking(move || store.apply_user_changes(node, Some(changes.outbox), &changes.changes))
+            .await
+            .map_err(|e| RpcError::Failed(e.to_string()))?
+            .map_err(|e| RpcError::Failed(e.to_string()))?;
+    for (id, why) in &applied.refused {
+        tracing::warn!(id, %why, "user change made on the agent refused");
+    }
+    let fleet = fleet.clone();
+    tokio::spawn(async move {
+        let outcome = fleet.push_proxy_state(node).await;
+        tracing::debug!(status = outcome.status(), "state with the agent's user changes pushed");
+    });
+    codec::encode_body(&applied).map_err(|e| RpcError::Failed(e.to_string()))
 }
 
 async fn renew(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Result<Vec<u8>, RpcError> {

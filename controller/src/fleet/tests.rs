@@ -29,6 +29,7 @@ async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
         pam_service: None,
         base_path: None,
         monitoring: Default::default(),
+        v2ray_stat: Default::default(),
     })
     .await
     .unwrap();

@@ -158,4 +158,14 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX adguard_samples_ts ON adguard_samples(ts);
     "#,
+    // 5: the per-host user lifecycle (v2ray-stat): auto-renew days per client, and per node the
+    // last user change its agent made locally that the controller applied (exactly once).
+    r#"
+    ALTER TABLE clients ADD COLUMN renew_days INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE user_change_cursors (
+        node_id INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+        outbox  INTEGER NOT NULL,
+        last_id INTEGER NOT NULL
+    );
+    "#,
 ];

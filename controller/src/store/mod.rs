@@ -6,6 +6,7 @@ mod history;
 mod migrations;
 mod proxy;
 mod secrets;
+mod users;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

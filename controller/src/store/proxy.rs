@@ -182,7 +182,7 @@ fn node_range(node: Option<NodeId>) -> (i64, i64) {
 }
 
 /// Bumps and returns the node's revision.
-fn bump(tx: &Transaction<'_>, node: NodeId) -> Result<u64, StoreError> {
+pub(super) fn bump(tx: &Transaction<'_>, node: NodeId) -> Result<u64, StoreError> {
     let rev: i64 = tx.query_row(
         "UPDATE nodes SET revision = revision + 1 WHERE id = ?1 RETURNING revision",
         params![node.0],
@@ -191,7 +191,12 @@ fn bump(tx: &Transaction<'_>, node: NodeId) -> Result<u64, StoreError> {
     Ok(rev as u64)
 }
 
-fn insert_client(tx: &Transaction<'_>, node: NodeId, inbound_id: i64, c: &NewClient) -> Result<(), StoreError> {
+pub(super) fn insert_client(
+    tx: &Transaction<'_>,
+    node: NodeId,
+    inbound_id: i64,
+    c: &NewClient,
+) -> Result<(), StoreError> {
     let taken: Option<i64> = tx
         .query_row("SELECT inbound_id FROM clients WHERE node_id = ?1 AND email = ?2", params![node.0, c.email], |r| {
             r.get(0)
