@@ -235,6 +235,9 @@ pub struct Host {
 pub struct Agent {
     pub host: Host,
     pub node_id: i64,
+    /// Where its local v2ray-stat API listens, on its host's loopback: the default port in a
+    /// namespace of its own, a free one when agents share the machine's loopback.
+    pub local_api: SocketAddr,
     child: Option<Child>,
 }
 
@@ -519,7 +522,11 @@ impl Fleet {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        self.agents.push(Agent { host, node_id, child: None });
+        let local_api = match host.ns {
+            Some(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 9952)),
+            None => SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+        };
+        self.agents.push(Agent { host, node_id, local_api, child: None });
         let index = self.agents.len() - 1;
         self.start_agent(index);
         index
@@ -542,6 +549,9 @@ impl Fleet {
             "--stats-interval".into(),
             format!("{}ms", stats_interval.as_millis()),
         ];
+        if !extra.contains(&"--local-api") {
+            args.extend(["--local-api".into(), agent.local_api.to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         agent.child =
             Some(spawn_logged(agent.host.ns.as_deref(), &bin_dir().join("flotilla-agent"), &args, &agent.host.log));
@@ -563,6 +573,29 @@ impl Fleet {
     /// Agent `index`.
     pub fn agent(&mut self, index: usize) -> &mut Agent {
         &mut self.agents[index]
+    }
+
+    /// Runs `curl -s` on agent `index`'s host (inside its namespace, if any), as an operator
+    /// would there; `{api}` in an argument becomes the agent's local API base URL. Returns the
+    /// status code and the body.
+    pub fn agent_curl(&self, index: usize, args: &[&str]) -> (u16, String) {
+        let agent = &self.agents[index];
+        let api = format!("http://{}", agent.local_api);
+        let mut cmd = match &agent.host.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "curl"]);
+                c
+            }
+            None => Command::new("curl"),
+        };
+        cmd.args(["-s", "--max-time", "20", "-w", "\n%{http_code}"]);
+        cmd.args(args.iter().map(|a| a.replace("{api}", &api)));
+        cmd.current_dir(self.tmp.path());
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     /// `flotilla-agent status --json` of agent `index`.

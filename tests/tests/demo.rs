@@ -17,7 +17,7 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(dir: &std::path::Path, http: u16, quic: u16) -> Demo {
+    fn start(dir: &std::path::Path, http: u16, quic: u16, local_api: u16) -> Demo {
         // An empty config file: the host's /etc/flotilla must not leak into the test.
         let config = dir.join("demo.toml");
         std::fs::write(&config, "").unwrap();
@@ -26,6 +26,7 @@ impl Demo {
             .args(["demo", "--config"])
             .arg(&config)
             .args(["--http", &format!("127.0.0.1:{http}"), "--quic", &format!("127.0.0.1:{quic}")])
+            .args(["--local-api", &format!("127.0.0.1:{local_api}")])
             .env("RUST_LOG", "warn")
             .env_remove("FLOTILLA_ADMIN_USER")
             .env_remove("FLOTILLA_ADMIN_PASSWORD")
@@ -86,15 +87,15 @@ fn get(url: &str, user: &str, password: &str) -> Value {
 #[test]
 fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, quic) = (free_port(), free_port());
+    let (http, quic, local_api) = (free_port(), free_port(), free_port());
     let base = format!("http://127.0.0.1:{http}");
 
-    let demo = Demo::start(dir.path(), http, quic);
+    let demo = Demo::start(dir.path(), http, quic, local_api);
     let banner = demo.banner();
     let text = banner.join("\n");
     assert!(text.contains(&format!("{base}/api/v1/")), "{text}");
     assert!(text.contains("curl -u"), "curl examples: {text}");
-    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 5, "{text}");
+    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 7, "{text}");
     let (user, password) = login(&banner);
     assert_eq!(user, "admin");
     assert!(password.len() >= 16, "generated password: {password}");
@@ -134,13 +135,24 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
         let link = String::from_utf8(links).unwrap().lines().next().unwrap().to_string();
         assert!(link.starts_with("vless://") && link.contains("@127.0.0.1:"), "{link}");
         demo_proxy_works(dir.path(), &link);
+
+        // The v2ray-stat lines too: the document's add_user on the seeded `vless-in`, then the
+        // user in the host's table and, through the local agent's link, on the controller.
+        let added = run(example("/api/v1/add_user"));
+        assert!(added.contains("newuser"), "{added}");
+        let stats = run(example(&format!("127.0.0.1:{local_api}/api/v1/stats")));
+        assert!(stats.contains("newuser"), "{stats}");
+        wait_for("newuser on the controller", Duration::from_secs(15), || {
+            let v = get(&format!("{base}/api/v1/clients?email=newuser"), &user, &password);
+            (v["clients"].as_array()?.len() == 1).then_some(())
+        });
     }
 
     assert!(demo.interrupt().success(), "Ctrl-C exits with status 0");
     assert!(dir.path().join("flotilla-demo/controller.db").exists());
 
     // Second run: same data dir, same admin, same node, no duplicate.
-    let demo = Demo::start(dir.path(), http, quic);
+    let demo = Demo::start(dir.path(), http, quic, local_api);
     let banner = demo.banner();
     assert_eq!(login(&banner), (user.clone(), password.clone()), "credentials reused");
     assert!(!banner.join("\n").contains("enrolled the local agent"), "not enrolled twice");
