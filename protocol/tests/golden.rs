@@ -26,6 +26,10 @@ use flotilla_protocol::proxy::{
 };
 use flotilla_protocol::rpc::{Request, RequestKind, Response, RpcError, RpcResult};
 use flotilla_protocol::token::JoinToken;
+use flotilla_protocol::users::{
+    ClientLifecycle, DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, LocalChanges, LocalChangesApplied, SourceStat,
+    StatsReset, UserChange, UserStat, UserStats,
+};
 use flotilla_protocol::{Envelope, Message, NodeId, RequestId, ALPN_ENROLL, ALPN_LINK};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -317,6 +321,7 @@ fn numbered_constants() {
     assert_eq!(Capabilities::METRICS, Capabilities(1));
     assert_eq!(Capabilities::CERT_RENEWAL, Capabilities(2));
     assert_eq!(Capabilities::PROXY_CORE, Capabilities(4));
+    assert_eq!(Capabilities::USER_LIFECYCLE, Capabilities(8));
     assert_eq!(EventKind::TRAFFIC_BATCH, EventKind(2));
     assert_eq!(EventKind::CORE_STATUS, EventKind(3));
     assert_eq!(RequestKind::APPLY_PROXY_STATE, RequestKind(4));
@@ -325,6 +330,11 @@ fn numbered_constants() {
     assert_eq!(RequestKind::CORE_STATUS, RequestKind(7));
     assert_eq!(RequestKind::EXPORT_STATE, RequestKind(8));
     assert_eq!(RequestKind::IMPORT_STATE, RequestKind(9));
+    assert_eq!(RequestKind::APPLY_USERS, RequestKind(10));
+    assert_eq!(RequestKind::LOCAL_USER_CHANGES, RequestKind(11));
+    assert_eq!(RequestKind::USER_STATS, RequestKind(12));
+    assert_eq!(RequestKind::DNS_STATS, RequestKind(13));
+    assert_eq!(RequestKind::RESET_STATS, RequestKind(14));
     assert_eq!(ALPN_LINK, b"flotilla/1");
     assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
 }
@@ -458,4 +468,77 @@ fn backup_bodies() {
     );
     check_body(&StateImport { sqlite: vec![0, 255, 7] }, "0300ff07");
     check_body(&ImportReport { clients: 300, revision: 301 }, "fb2c01fb2d01");
+}
+
+// ---- per-host user lifecycle --------------------------------------------------------------------
+
+fn golden_client() -> ClientSpec {
+    ClientSpec {
+        inbound_tag: "vless-in".into(),
+        email: "u1".into(),
+        secret: "s".into(),
+        flow: String::new(),
+        enable: true,
+        expiry_ms: 0,
+        total_bytes: 0,
+        reset_generation: 1,
+    }
+}
+
+#[test]
+fn user_lifecycle_bodies() {
+    let lifecycle = ClientLifecycle { email: "u1".into(), limit_ip: 2, renew_days: 30, created_ms: 1_717_171_717_171 };
+    check_body(
+        &DesiredUsers {
+            state: ProxyState { revision: 7, inbounds: vec![], clients: vec![golden_client()] },
+            lifecycle: vec![lifecycle.clone()],
+        },
+        "07000108766c6573732d696e0275310173000100000101027531021efd6608d29e1f030000",
+    );
+    let changes = LocalChanges {
+        outbox: 99,
+        changes: vec![
+            LocalChange {
+                id: 1,
+                made_at_ms: 1_717_171_717_171,
+                change: UserChange::Add { client: golden_client(), lifecycle: lifecycle.clone() },
+            },
+            LocalChange { id: 2, made_at_ms: 0, change: UserChange::Delete { email: "a".into() } },
+            LocalChange { id: 3, made_at_ms: 0, change: UserChange::SetEnabled { email: "a".into(), enable: false } },
+            LocalChange { id: 4, made_at_ms: 0, change: UserChange::SetLimitIp { email: "a".into(), limit_ip: 5 } },
+            LocalChange { id: 5, made_at_ms: 0, change: UserChange::SetExpiry { email: "a".into(), expiry_ms: 9 } },
+            LocalChange { id: 6, made_at_ms: 0, change: UserChange::SetRenew { email: "a".into(), renew_days: 30 } },
+            LocalChange { id: 7, made_at_ms: 0, change: UserChange::ResetTraffic { email: None } },
+        ],
+    };
+    check_body(&changes, "630701fd6608d29e1f0300000008766c6573732d696e02753101730001000001027531021efd6608d29e1f030000020001016103000201610004000301610505000401611206000501611e07000600");
+    check_body(
+        &LocalChangesApplied { through: 7, revision: 8, refused: vec![(2, "gone".into())] },
+        "0708010204676f6e65",
+    );
+    let stats = UserStats {
+        sources: vec![SourceStat {
+            direction: "inbound".into(),
+            tag: "vless-in".into(),
+            rate_bps: 8,
+            uplink: 1,
+            downlink: 2,
+            sess_uplink: 3,
+            sess_downlink: 4,
+        }],
+        users: vec![UserStat {
+            ips: vec!["10.0.0.1".into()],
+            last_seen_ms: Some(5),
+            ..UserStat::from_desired(&golden_client(), Some(&lifecycle))
+        }],
+        per_user_stats: false,
+        unavailable: vec!["rate".into()],
+    };
+    check_body(&stats, "0107696e626f756e6408766c6573732d696e080102030401027531017308766c6573732d696e010a000000000001001e02010831302e302e302e31fd6608d29e1f03000000010472617465");
+    check_body(&DnsStatsQuery { user: "u1".into(), count: 20 }, "02753114");
+    check_body(
+        &vec![DnsStat { user: "u1".into(), domain: "example.com".into(), count: 3 }],
+        "010275310b6578616d706c652e636f6d03",
+    );
+    check_body(&StatsReset::Sessions, "01");
 }
