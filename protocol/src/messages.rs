@@ -167,6 +167,8 @@ impl EventKind {
     pub const TRAFFIC_BATCH: EventKind = EventKind(2);
     /// Body: [`crate::proxy::CoreStatus`].
     pub const CORE_STATUS: EventKind = EventKind(3);
+    /// Agent → controller: [`crate::users::UserEvent`] (a user the agent disabled by itself).
+    pub const USER_EVENT: EventKind = EventKind(4);
 }
 
 /// Agent → controller telemetry. `seq` increases per agent; the controller acks what it has

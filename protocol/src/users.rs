@@ -210,3 +210,11 @@ pub enum StatsReset {
     /// The destination statistics (`delete_dns_stats`).
     Dns,
 }
+
+/// Something the agent did to a user on its own, sent as a `USER_EVENT` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// More distinct source addresses than the user's `limit_ip` within the window: the user
+    /// is off the core until `until_ms` (unix ms).
+    IpLimitExceeded { email: String, limit: u32, ips: Vec<String>, until_ms: i64 },
+}

@@ -105,6 +105,11 @@ impl Fleet {
     /// Starts a client core whose only outbound is `outbound` (v2ray JSON).
     pub fn client_core(&mut self, outbound: Value) -> ClientCore {
         let ns = self.client_ns();
+        self.client_core_in(ns, outbound)
+    }
+
+    /// Like [`Fleet::client_core`], on the host of namespace `ns` (a user elsewhere).
+    pub fn client_core_in(&mut self, ns: Option<String>, outbound: Value) -> ClientCore {
         let socks = port_in(ns.as_deref());
         let config = json!({
             "log": { "loglevel": "warning", "access": "none" },

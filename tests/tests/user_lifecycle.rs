@@ -308,3 +308,61 @@ fn curl(args: &[&str]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+#[test]
+fn ip_limit_and_destinations_come_from_the_access_log() {
+    if !have_v2ray() {
+        return;
+    }
+    let (mut fleet, agent, _node) = fleet_with_vless_in(&[]);
+    if !fleet.namespaced() {
+        eprintln!("SKIP: three source addresses need network namespaces (run as root)");
+        return;
+    }
+    let id = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    curl_ok(
+        &fleet,
+        agent,
+        &["-X", "POST", "{api}/api/v1/add_user", "-d", &format!("user=limited&credential={id}&inboundTag=vless-in")],
+    );
+    curl_ok(&fleet, agent, &["-X", "PATCH", "{api}/api/v1/update_lim_ip", "-d", "user=limited&lim_ip=2"]);
+    let server = fleet.file_server(agent, 10_000);
+    let addr = fleet.agent_dial_addr(agent);
+    let outbound = json!({
+        "protocol": "vless",
+        "settings": { "vnext": [{ "address": addr, "port": 23_480, "users": [{ "id": id, "encryption": "none" }] }] },
+    });
+    // Three users' machines, each a namespace of its own with its own address.
+    let mut cores = Vec::new();
+    for i in 0..3 {
+        let host = fleet.new_host(&format!("client-{i}"));
+        cores.push(fleet.client_core_in(host.ns.clone(), outbound.clone()));
+    }
+    for core in &cores[..2] {
+        assert_eq!(core.download(&server), Ok(10_000), "within the limit");
+    }
+    let user = wait_for("two addresses in ips", Duration::from_secs(10), || {
+        local_user(&fleet, agent, "limited").filter(|u| u["ips"].as_str().is_some_and(|s| s.split(',').count() == 2))
+    });
+    assert_eq!(user["enabled"], "true", "two addresses, limit 2: {user}");
+
+    // A third address: over the limit, the user is off the core for the cool-down.
+    let _ = cores[2].download_within(&server, 5);
+    let user = wait_for("the user disabled over its IP limit", Duration::from_secs(10), || {
+        local_user(&fleet, agent, "limited").filter(|u| u["enabled"] == "false")
+    });
+    assert_eq!(user["ips"].as_str().unwrap().split(',').count(), 3, "{user}");
+    assert!(cores[0].download_within(&server, 5).is_err(), "refused during the cool-down");
+    let agent_log = fleet.agent(agent).host.log.clone();
+    assert!(fleet.log_tail(&agent_log, 200).contains("IP limit exceeded"), "the agent says why");
+    wait_for("the controller told", Duration::from_secs(10), || {
+        fleet.controller_log_text().contains("over its IP limit").then_some(())
+    });
+
+    // Destinations, from the same log: the file server, once per download.
+    let body = curl_ok(&fleet, agent, &["{api}/api/v1/dns_stats?user=limited&count=10"]);
+    assert!(body.contains("127.0.0.1"), "{body}");
+    curl_ok(&fleet, agent, &["-X", "POST", "{api}/api/v1/delete_dns_stats"]);
+    let body = curl_ok(&fleet, agent, &["{api}/api/v1/dns_stats?user=limited&count=10"]);
+    assert!(!body.contains("127.0.0.1"), "cleared: {body}");
+}

@@ -208,6 +208,7 @@ impl Established {
             Some(core) => (Some(core.journal()), Some(core.status())),
             None => (None, None),
         };
+        let mut user_events = ctx.core.as_ref().and_then(|c| c.user_events());
         // The core's state first (the controller reads from it whether the core counts per
         // user), then everything journaled while the link was down.
         if let Some(core) = &ctx.core {
@@ -267,6 +268,11 @@ impl Established {
                         break e;
                     }
                 }
+                Some(event) = next_user_event(&mut user_events) => {
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::USER_EVENT, &event).await {
+                        break e;
+                    }
+                }
                 Some(()) = changed(&mut core_status) => {
                     let Some(rx) = &core_status else { continue };
                     let status = rx.borrow().clone();
@@ -310,6 +316,21 @@ async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Option<()> {
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
+    }
+}
+
+/// The next event the core reports about a user; never when there is none to watch. Events
+/// missed while the link was busy are dropped (they are also in the agent's log).
+async fn next_user_event(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<flotilla_protocol::users::UserEvent>>,
+) -> Option<flotilla_protocol::users::UserEvent> {
+    let Some(r) = rx else { return std::future::pending().await };
+    loop {
+        match r.recv().await {
+            Ok(event) => return Some(event),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
     }
 }
 

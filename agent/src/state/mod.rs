@@ -99,6 +99,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (direction, tag)
     );
 "#,
+    r#"
+    -- Destinations each user reached, from the core's access log (v2ray-stat's dns_stats).
+    CREATE TABLE destination_stats (
+        email       TEXT NOT NULL COLLATE NOCASE,
+        destination TEXT NOT NULL,
+        count       INTEGER NOT NULL,
+        PRIMARY KEY (email, destination)
+    );
+"#,
 ];
 
 /// Agent store failures.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use flotilla_protocol::codec;
 use flotilla_protocol::proxy::ProxyState;
-use flotilla_protocol::users::{ClientLifecycle, LocalChange, UserChange};
+use flotilla_protocol::users::{ClientLifecycle, DnsStat, LocalChange, UserChange};
 use rusqlite::params;
 
 use super::{StateError, StateStore};
@@ -163,6 +163,44 @@ impl StateStore {
         self.conn().execute("UPDATE source_usage SET up = 0, down = 0", [])?;
         Ok(())
     }
+
+    /// Adds connection counts per (email, destination).
+    pub fn add_destinations(&self, counts: &[(String, String, u64)]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO destination_stats (email, destination, count) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(email, destination) DO UPDATE SET count = count + excluded.count",
+            )?;
+            for (email, destination, n) in counts {
+                add.execute(params![email, destination, *n as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The `limit` destinations `email` reached most often, most frequent first.
+    pub fn destinations(&self, email: &str, limit: u32) -> Result<Vec<DnsStat>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT email, destination, count FROM destination_stats WHERE email = ?1
+             ORDER BY count DESC, destination LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![email, limit as i64], |r| {
+                Ok(DnsStat { user: r.get(0)?, domain: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Forgets every destination count.
+    pub fn clear_destinations(&self) -> Result<(), StateError> {
+        self.conn().execute("DELETE FROM destination_stats", [])?;
+        Ok(())
+    }
 }
 
 fn write_users(tx: &rusqlite::Transaction<'_>, users: &LocalUsers) -> Result<(), StateError> {
@@ -222,6 +260,20 @@ mod tests {
         assert!(s.lifecycle().unwrap().is_empty());
         let id = s.outbox_id().unwrap();
         assert_eq!(StateStore::open(dir.path()).unwrap().outbox_id().unwrap(), id);
+    }
+
+    #[test]
+    fn destinations_add_up_rank_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let c = |e: &str, d: &str, n| (e.to_string(), d.to_string(), n);
+        s.add_destinations(&[c("u", "a.com", 1), c("u", "b.com", 5), c("v", "a.com", 9)]).unwrap();
+        s.add_destinations(&[c("U", "a.com", 7)]).unwrap();
+        let got = s.destinations("u", 10).unwrap();
+        assert_eq!(got.iter().map(|d| (d.domain.as_str(), d.count)).collect::<Vec<_>>(), [("a.com", 8), ("b.com", 5)]);
+        assert_eq!(s.destinations("u", 1).unwrap().len(), 1);
+        s.clear_destinations().unwrap();
+        assert!(s.destinations("v", 10).unwrap().is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use flotilla_protocol::messages::{Capabilities, EventAck, EventKind, Heartbeat, 
 use flotilla_protocol::metrics::MetricsSample;
 use flotilla_protocol::proxy::{CoreStatus, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
-use flotilla_protocol::users::LocalChanges;
+use flotilla_protocol::users::{LocalChanges, UserEvent};
 use flotilla_protocol::{NodeId, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -235,6 +235,12 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                             });
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable core status dropped"),
+                    },
+                    EventKind::USER_EVENT => match codec::decode_from::<UserEvent>(&event.body) {
+                        Ok(UserEvent::IpLimitExceeded { email, limit, ips, until_ms }) => {
+                            tracing::warn!(%email, limit, ?ips, until_ms, "agent disabled a user over its IP limit");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable user event dropped"),
                     },
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },

@@ -276,6 +276,7 @@ async fn one_core(args: &Args, flavor: CoreFlavor, binary: PathBuf) -> anyhow::R
         inbounds: std::slice::from_ref(&inbound),
         clients: std::slice::from_ref(&keep),
         log_level: "warning",
+        access_log: None,
     };
     let config_path = dir.path().join("config.json");
     config::write_atomic(&config_path, &serde_json::to_vec_pretty(&config::build(&input)?)?)?;

@@ -43,6 +43,8 @@ pub struct CoreConfigInput<'a> {
     pub clients: &'a [ClientSpec],
     /// `debug`, `info`, `warning` (`warn`), `error` or `none`.
     pub log_level: &'a str,
+    /// Where Xray/v2ray write their access log (None: no access log).
+    pub access_log: Option<&'a str>,
 }
 
 /// Something the core cannot serve, naming the missing feature.
@@ -314,7 +316,7 @@ pub fn build(input: &CoreConfigInput) -> Result<Value, ConfigError> {
         level0["statsUserOnline"] = json!(true);
     }
     Ok(json!({
-        "log": {"loglevel": loglevel, "access": "none"},
+        "log": {"loglevel": loglevel, "access": input.access_log.unwrap_or("none")},
         "api": {"tag": API_TAG, "services": ["HandlerService", "StatsService", "LoggerService"]},
         "stats": {},
         "policy": {
@@ -829,7 +831,7 @@ mod tests {
     }
 
     fn input<'a>(flavor: CoreFlavor, inbounds: &'a [InboundSpec], clients: &'a [ClientSpec]) -> CoreConfigInput<'a> {
-        CoreConfigInput { flavor, api_port: 10085, inbounds, clients, log_level: "warning" }
+        CoreConfigInput { flavor, api_port: 10085, inbounds, clients, log_level: "warning", access_log: None }
     }
 
     /// vmess + vless + trojan (plain) + shadowsocks, with clients, some of them not to be placed.

@@ -13,11 +13,13 @@ use flotilla_protocol::proxy::{
     ProxyState,
 };
 use flotilla_protocol::users::{
-    ClientLifecycle, DesiredUsers, LocalChange, SourceStat, StatsReset, UserChange, UserStat, UserStats,
+    ClientLifecycle, DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, SourceStat, StatsReset, UserChange, UserEvent,
+    UserStat, UserStats,
 };
 use serde::Deserialize;
 use tokio::sync::{watch, Mutex};
 
+use super::access_log::{self, AccessTracker, Tail};
 use super::api::{CoreApi, CoreApiError};
 use super::config::{self, CoreConfigInput};
 use super::process::{self, CoreProcess};
@@ -65,6 +67,12 @@ pub struct CoreSettings {
     /// How often traffic counters are read into the journal.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// Distinct source addresses of a user are counted over this window (`lim_ip`).
+    #[serde(with = "humantime_serde")]
+    pub ip_limit_window: Duration,
+    /// A user over its `lim_ip` is off the core this long.
+    #[serde(with = "humantime_serde")]
+    pub ip_limit_cooldown: Duration,
     /// Clock of expiry and renewal decisions (not a config key: tests skew it).
     #[serde(skip)]
     pub clock: Clock,
@@ -80,6 +88,8 @@ impl Default for CoreSettings {
             config_path: None,
             restart_command: None,
             stats_interval: Duration::from_secs(10),
+            ip_limit_window: Duration::from_secs(60),
+            ip_limit_cooldown: Duration::from_secs(300),
             clock: Clock::system(),
         }
     }
@@ -103,6 +113,10 @@ pub enum DriverError {
 }
 
 const API_PORT_SETTING: &str = "core_api_port";
+/// The supervised core's access log, in its config's directory.
+const ACCESS_LOG: &str = "access.log";
+/// The access log is truncated once read past this size.
+const ACCESS_LOG_ROTATE: u64 = 64 * 1024 * 1024;
 /// How long an apply that restarted the core waits for its API to answer.
 const API_READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Interval of the housekeeping tick: restart detection, expiry.
@@ -125,6 +139,10 @@ struct Inner {
     /// Emails with traffic in each of the last two polls.
     recent: VecDeque<HashSet<String>>,
     last_error: Option<String>,
+    /// Users over their IP limit, off the core until (unix ms).
+    ip_blocked: BTreeMap<String, i64>,
+    /// Source addresses and destinations from the access log.
+    access: AccessTracker,
     /// sing-box: connections seen by the last poll, and when the config was last reloaded.
     tracker: singbox::ConnectionTracker,
     last_reload: Option<Instant>,
@@ -146,6 +164,11 @@ pub struct CoreDriver {
     version: String,
     stats_interval: Duration,
     clock: Clock,
+    /// The core's access log, when the agent configures one (supervised Xray/v2ray).
+    access_log: Option<std::sync::Arc<SyncMutex<Tail>>>,
+    ip_limit_window: Duration,
+    ip_limit_cooldown: Duration,
+    user_events: tokio::sync::broadcast::Sender<UserEvent>,
     inner: Mutex<Inner>,
     status_tx: watch::Sender<CoreStatus>,
     /// Latest journal sequence written; the link ships rows when it moves.
@@ -282,6 +305,16 @@ impl CoreDriver {
             version,
             stats_interval: settings.stats_interval.max(Duration::from_millis(200)),
             clock: settings.clock.clone(),
+            access_log: match (&binary, flavor) {
+                (Some(_), CoreFlavor::Xray | CoreFlavor::V2ray) => {
+                    let path = data_dir.join("core").join(ACCESS_LOG);
+                    Some(std::sync::Arc::new(SyncMutex::new(Tail::from_end(&path, ACCESS_LOG_ROTATE))))
+                }
+                _ => None,
+            },
+            ip_limit_window: settings.ip_limit_window,
+            ip_limit_cooldown: settings.ip_limit_cooldown,
+            user_events: tokio::sync::broadcast::channel(64).0,
             inner: Mutex::new(Inner {
                 desired,
                 lifecycle,
@@ -293,6 +326,8 @@ impl CoreDriver {
                 last_uptime: None,
                 recent: VecDeque::new(),
                 last_error: None,
+                ip_blocked: BTreeMap::new(),
+                access: AccessTracker::default(),
                 tracker: singbox::ConnectionTracker::default(),
                 last_reload: None,
             }),
@@ -333,8 +368,9 @@ impl CoreDriver {
                     .create(dir)
                     .map_err(|e| DriverError::Config(dir.display().to_string(), e.to_string()))?;
             }
+            let access_log = driver.access_log_path();
             let inner = driver.inner.get_mut();
-            let text = render_config(flavor, driver.api_port, &inner.served, &inner.on_core)?;
+            let text = render_config(flavor, driver.api_port, &inner.served, &inner.on_core, access_log)?;
             // (sing-box's clash API shares the picked API port.)
             config::write_atomic(path, &text)
                 .map_err(|e| DriverError::Config(path.display().to_string(), e.to_string()))?;
@@ -546,7 +582,8 @@ impl CoreDriver {
                     downlink: used.down,
                     sess_uplink,
                     sess_downlink,
-                    enabled: c.enable && !inner.cut_off.contains_key(&email),
+                    enabled: c.enable && !inner.cut_off.contains_key(&email) && !inner.ip_blocked.contains_key(&email),
+                    ips: inner.access.ips(&email),
                     ..UserStat::from_desired(c, inner.lifecycle.get(&email))
                 }
             })
@@ -570,11 +607,14 @@ impl CoreDriver {
                 }
             })
             .collect();
-        let unavailable = if self.per_user_stats {
+        let mut unavailable: Vec<String> = if self.per_user_stats {
             vec![]
         } else {
             ["rate", "uplink", "downlink", "sess_uplink", "sess_downlink", "last_seen"].map(String::from).to_vec()
         };
+        if self.access_log.is_none() {
+            unavailable.push("ips".into());
+        }
         UserStats { sources, users, per_user_stats: self.per_user_stats, unavailable }
     }
 
@@ -597,7 +637,7 @@ impl CoreDriver {
         }
         inner.cut_off = cut;
         let served = reconcile::served_inbounds(&inner.desired.inbounds);
-        let cut_keys: BTreeSet<String> = inner.cut_off.keys().cloned().collect();
+        let cut_keys: BTreeSet<String> = inner.cut_off.keys().chain(inner.ip_blocked.keys()).cloned().collect();
         let want = reconcile::wanted_users(&served, &inner.desired.clients, &cut_keys);
         let inbounds_changed = served != inner.served;
         let diff = reconcile::diff_users(&inner.on_core, &want);
@@ -667,7 +707,8 @@ impl CoreDriver {
         check: bool,
     ) -> Result<(), String> {
         let Some(path) = self.config_path.clone() else { return Ok(()) };
-        let text = render_config(self.flavor, self.api_port, served, users).map_err(|e| e.to_string())?;
+        let text = render_config(self.flavor, self.api_port, served, users, self.access_log_path())
+            .map_err(|e| e.to_string())?;
         let check = if let (Some(binary), true) = (&self.binary, check) {
             // Test the new file before it replaces the one the core runs on.
             let candidate = path.with_extension("candidate.json");
@@ -887,8 +928,70 @@ impl CoreDriver {
                     }
                 }
             }
+            self.scan_access_log(&mut inner).await;
             let _ = self.converge(&mut inner).await;
             self.publish(&inner);
+        }
+    }
+
+    fn access_log_path(&self) -> Option<String> {
+        self.access_log.as_ref()?;
+        let dir = self.config_path.as_ref()?.parent()?;
+        Some(dir.join(ACCESS_LOG).display().to_string())
+    }
+
+    /// Reads new access log lines: source addresses per user (the IP limit), destination counts
+    /// (stored). A user past its `lim_ip` is taken off the core for the cool-down, and the
+    /// controller is told.
+    async fn scan_access_log(&self, inner: &mut Inner) {
+        let now = self.clock.now_ms();
+        let over: Vec<String> =
+            inner.ip_blocked.iter().filter(|(_, until)| **until <= now).map(|(e, _)| e.clone()).collect();
+        for email in over {
+            // The cool-down starts the count afresh (the addresses stayed visible during it).
+            tracing::info!(%email, "IP limit cool-down over; user back on the core");
+            inner.ip_blocked.remove(&email);
+            inner.access.forget(&email);
+        }
+        let Some(tail) = self.access_log.clone() else { return };
+        let read = tokio::task::spawn_blocking(move || tail.lock().unwrap_or_else(|p| p.into_inner()).read_new()).await;
+        let lines = match read {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the core's access log");
+                return;
+            }
+            Err(_) => return,
+        };
+        for line in &lines {
+            if let Some(access) = access_log::parse_line(line) {
+                inner.access.record(access, now);
+            }
+        }
+        inner.access.expire(now, self.ip_limit_window.as_millis() as i64);
+        let destinations = inner.access.take_destinations();
+        if !destinations.is_empty() {
+            let store = self.store.clone();
+            let written = tokio::task::spawn_blocking(move || store.add_destinations(&destinations)).await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(error = %e, "cannot store destination statistics");
+            }
+        }
+        let limits: Vec<(String, u32)> = inner
+            .desired
+            .clients
+            .iter()
+            .map(|c| c.email.to_lowercase())
+            .filter(|email| !inner.ip_blocked.contains_key(email))
+            .filter_map(|email| inner.lifecycle.get(&email).map(|l| (email, l.limit_ip)))
+            .collect();
+        let over = inner.access.over_limit(limits.iter().map(|(e, l)| (e.as_str(), *l)));
+        for (email, ips) in over {
+            let limit = limits.iter().find(|(e, _)| *e == email).map(|(_, l)| *l).unwrap_or(0);
+            let until_ms = now + self.ip_limit_cooldown.as_millis() as i64;
+            tracing::warn!(%email, limit, ?ips, "IP limit exceeded; user off the core for the cool-down");
+            inner.ip_blocked.insert(email.clone(), until_ms);
+            let _ = self.user_events.send(UserEvent::IpLimitExceeded { email, limit, ips, until_ms });
         }
     }
 
@@ -1012,8 +1115,20 @@ impl ProxyCore for CoreDriver {
                 }
             }
             StatsReset::Sessions => self.inner.lock().await.session.reset(),
-            StatsReset::Dns => {}
+            StatsReset::Dns => {
+                if let Err(e) = self.store.clear_destinations() {
+                    tracing::warn!(error = %e, "cannot clear destination statistics");
+                }
+            }
         }
+    }
+
+    async fn dns_stats(&self, query: &DnsStatsQuery) -> Vec<DnsStat> {
+        self.store.destinations(&query.user, query.count).unwrap_or_default()
+    }
+
+    fn user_events(&self) -> Option<tokio::sync::broadcast::Receiver<UserEvent>> {
+        Some(self.user_events.subscribe())
     }
 
     fn outbox(&self) -> watch::Receiver<u64> {
@@ -1089,9 +1204,17 @@ fn render_config(
     api_port: u16,
     served: &[InboundSpec],
     users: &BTreeMap<UserKey, ClientSpec>,
+    access_log: Option<String>,
 ) -> Result<Vec<u8>, DriverError> {
     let clients: Vec<ClientSpec> = users.values().cloned().collect();
-    let input = CoreConfigInput { flavor, api_port, inbounds: served, clients: &clients, log_level: "warning" };
+    let input = CoreConfigInput {
+        flavor,
+        api_port,
+        inbounds: served,
+        clients: &clients,
+        log_level: "warning",
+        access_log: access_log.as_deref(),
+    };
     let value = match flavor {
         CoreFlavor::SingBox => config::build_singbox(&input, api_port),
         _ => config::build(&input),

@@ -1,6 +1,7 @@
 //! Proxy core driver: Xray and v2ray over their gRPC API (users live, stats polled), the core
 //! process itself (supervised or external), its config file, and the traffic journal feed.
 
+pub mod access_log;
 pub mod api;
 pub mod config;
 mod driver;
@@ -13,7 +14,9 @@ pub mod stats;
 pub mod users;
 
 use flotilla_protocol::proxy::{ApplyReport, CoreStatus, LogLine, LogQuery, ProxyState};
-use flotilla_protocol::users::{DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, StatsReset, UserChange, UserStats};
+use flotilla_protocol::users::{
+    DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, StatsReset, UserChange, UserEvent, UserStats,
+};
 use tokio::sync::watch;
 
 use crate::state::{StateError, StoredBatch};
@@ -65,6 +68,10 @@ pub trait ProxyCore: Send + Sync + std::fmt::Debug {
     }
     /// Zeroes agent-local statistics.
     async fn reset_stats(&self, _what: StatsReset) {}
+    /// What the agent did to users on its own (IP limits), for the controller.
+    fn user_events(&self) -> Option<tokio::sync::broadcast::Receiver<UserEvent>> {
+        None
+    }
     /// The latest outbox id written; the link ships local user changes when it moves.
     fn outbox(&self) -> watch::Receiver<u64> {
         watch::channel(0).1
