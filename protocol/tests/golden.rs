@@ -28,7 +28,7 @@ use flotilla_protocol::rpc::{Request, RequestKind, Response, RpcError, RpcResult
 use flotilla_protocol::token::JoinToken;
 use flotilla_protocol::users::{
     ClientLifecycle, DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, LocalChanges, LocalChangesApplied, SourceStat,
-    StatsReset, UserChange, UserStat, UserStats,
+    StatsReset, UserChange, UserEvent, UserStat, UserStats,
 };
 use flotilla_protocol::{Envelope, Message, NodeId, RequestId, ALPN_ENROLL, ALPN_LINK};
 use serde::de::DeserializeOwned;
@@ -324,6 +324,7 @@ fn numbered_constants() {
     assert_eq!(Capabilities::USER_LIFECYCLE, Capabilities(8));
     assert_eq!(EventKind::TRAFFIC_BATCH, EventKind(2));
     assert_eq!(EventKind::CORE_STATUS, EventKind(3));
+    assert_eq!(EventKind::USER_EVENT, EventKind(4));
     assert_eq!(RequestKind::APPLY_PROXY_STATE, RequestKind(4));
     assert_eq!(RequestKind::RESTART_CORE, RequestKind(5));
     assert_eq!(RequestKind::CORE_LOGS, RequestKind(6));
@@ -541,4 +542,8 @@ fn user_lifecycle_bodies() {
         "010275310b6578616d706c652e636f6d03",
     );
     check_body(&StatsReset::Sessions, "01");
+    check_body(
+        &UserEvent::IpLimitExceeded { email: "u1".into(), limit: 2, ips: vec!["10.0.0.1".into()], until_ms: 9 },
+        "0002753102010831302e302e302e3112",
+    );
 }
