@@ -110,6 +110,8 @@ pub enum ApiError {
     MethodNotAllowed,
     Conflict(String),
     PayloadTooLarge,
+    /// A node's agent did not answer in time, or its link failed mid-call.
+    Gateway(StatusCode, String),
     Internal(String),
 }
 
@@ -130,6 +132,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".to_string()),
             ApiError::Conflict(d) => (StatusCode::CONFLICT, d),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_string()),
+            ApiError::Gateway(status, d) => (status, d),
             ApiError::Internal(d) => {
                 tracing::error!(error = %d, "internal error serving the multi-server API");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string())
@@ -263,6 +266,15 @@ fn node_call_error(node: &crate::store::NodeRecord, e: FleetError) -> ApiError {
     match e {
         FleetError::NotConnected(_) => ApiError::Conflict(format!("node {} ({}) is not connected", node.id, node.name)),
         FleetError::Rpc { error, .. } => ApiError::Conflict(format!("node {} ({}): {error}", node.id, node.name)),
+        // The agent is there but slow or its link broke: the caller may retry; not our bug.
+        FleetError::Timeout(_) => ApiError::Gateway(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("node {} ({}) did not answer in time", node.id, node.name),
+        ),
+        FleetError::Call { error, .. } => ApiError::Gateway(
+            StatusCode::BAD_GATEWAY,
+            format!("node {} ({}): link failed: {error}", node.id, node.name),
+        ),
         other => ApiError::Internal(other.to_string()),
     }
 }
@@ -317,4 +329,38 @@ fn now_ms() -> i64 {
 )]
 pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "healthy".into(), timestamp: timestamp(time::OffsetDateTime::now_utc()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_protocol::NodeId;
+
+    use super::*;
+
+    fn node() -> crate::store::NodeRecord {
+        crate::store::NodeRecord {
+            id: NodeId(3),
+            name: "nl-1".into(),
+            url: None,
+            public_host: None,
+            panel_port: None,
+            base_path: String::new(),
+            has_panel_user: false,
+            has_panel_password: false,
+            revision: 0,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            enrolled_at: None,
+            last_seen_at: None,
+            facts: None,
+            last_metrics: None,
+        }
+    }
+
+    #[test]
+    fn a_slow_or_broken_node_is_a_gateway_error_not_ours() {
+        let status = |e| node_call_error(&node(), e).into_response().status();
+        assert_eq!(status(FleetError::Timeout(NodeId(3))), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status(FleetError::Call { node: NodeId(3), error: "reset".into() }), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(FleetError::NotConnected(NodeId(3))), StatusCode::CONFLICT);
+    }
 }
