@@ -85,7 +85,7 @@ fn the_documents_curl_lines_work_on_a_host_and_the_fleet_sees_one_truth() {
     if !have_v2ray() {
         return;
     }
-    let (fleet, agent, node) = fleet_with_vless_in(&[]);
+    let (mut fleet, agent, node) = fleet_with_vless_in(&[]);
 
     // add_user, verbatim.
     let body = curl_ok(
@@ -194,7 +194,7 @@ fn the_documents_curl_lines_work_on_a_host_and_the_fleet_sees_one_truth() {
     });
 
     // The fleet-wide API on the controller: authenticated, same shapes.
-    let base = &fleet.api.base;
+    let base = fleet.api.base.clone();
     let (status, _) = curl(&[&format!("{base}/api/v1/users")]);
     assert_eq!(status, 401, "no credentials");
     let auth = format!("{}:{}", fleet.api.user, fleet.api.password);
@@ -218,6 +218,27 @@ fn the_documents_curl_lines_work_on_a_host_and_the_fleet_sees_one_truth() {
     assert!(body.contains("from-fleet"), "{body}");
     let (status, _) = curl(&["-u", &auth, &format!("{base}/api/v1/stats?node_id=999")]);
     assert_eq!(status, 404);
+    // node_id in the form body selects the node too; a bad one is a 400.
+    let form = format!("user=from-fleet&enabled=false&node_id={node}");
+    let (status, body) = curl(&["-u", &auth, "-X", "PATCH", &format!("{base}/api/v1/set_enabled"), "-d", &form]);
+    assert_eq!(status, 200, "{body}");
+    wait_for("from-fleet disabled on the host", Duration::from_secs(15), || {
+        local_user(&fleet, agent, "from-fleet").filter(|u| u["enabled"] == "false")
+    });
+    let (status, _) =
+        curl(&["-u", &auth, "-X", "PATCH", &format!("{base}/api/v1/set_enabled"), "-d", "user=x&node_id=abc"]);
+    assert_eq!(status, 400);
+
+    // Bearer <api_token>, as v2ray-stat's own token, once configured.
+    let (status, _) = curl(&["-H", "Authorization: Bearer s3cret-token", &format!("{base}/api/v1/users")]);
+    assert_eq!(status, 401, "no token configured: Basic only");
+    std::fs::write(fleet.controller_config(), "[v2ray_stat]\napi_token = \"s3cret-token\"\n").unwrap();
+    fleet.stop_controller();
+    fleet.start_controller();
+    let (status, body) = curl(&["-H", "Authorization: Bearer s3cret-token", &format!("{base}/api/v1/users")]);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = curl(&["-H", "Authorization: Bearer wrong", &format!("{base}/api/v1/users")]);
+    assert_eq!(status, 401);
 }
 
 #[test]
