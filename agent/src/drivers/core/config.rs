@@ -110,7 +110,8 @@ pub enum ConfigError {
 const KNOWN_PROTOCOLS: [&str; 7] = ["vless", "vmess", "trojan", "shadowsocks", "dokodemo-door", "socks", "http"];
 
 /// Inbound tag of the API's dokodemo-door inbound (and the API's outbound tag).
-const API_TAG: &str = "api";
+/// Tag of the inbound and outbound that carry the agent's own API calls to the core.
+pub const API_TAG: &str = "api";
 
 /// Whether `flavor` can serve `inbound` as this module builds it. Also validates what every
 /// flavor needs: a known protocol, `settings`/`streamSettings`/`sniffing` that parse as JSON

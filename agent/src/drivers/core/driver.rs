@@ -1031,7 +1031,10 @@ impl CoreDriver {
         inner.last_uptime = Some(uptime);
         let reading = self.api.query_stats("", false).await.map_err(|e| e.to_string())?;
         let baselines = self.store.baselines().map_err(|e| e.to_string())?;
-        let d = stats::deltas(&reading, &baselines);
+        let mut d = stats::deltas(&reading, &baselines);
+        // The agent's own API calls are plumbing, not traffic anyone should see or pay for.
+        d.inbounds.retain(|t| t.tag != config::API_TAG);
+        d.outbounds.retain(|t| t.tag != config::API_TAG);
         let moved: HashSet<String> = d.users.iter().map(|u| u.email.to_lowercase()).collect();
         let counted = d
             .users
