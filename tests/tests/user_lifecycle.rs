@@ -384,6 +384,8 @@ fn ip_limit_and_destinations_come_from_the_access_log() {
     wait_for("the controller told", Duration::from_secs(10), || {
         fleet.controller_log_text().contains("over its IP limit").then_some(())
     });
+    let client = fleet_clients(&fleet, "limited").into_iter().next().unwrap();
+    assert_eq!(client["cut_off"], "ip_limit", "the fleet view says why: {client}");
 
     // Destinations, from the same log: the file server, once per download.
     let body = curl_ok(&fleet, agent, &["{api}/api/v1/dns_stats?user=limited&count=10"]);

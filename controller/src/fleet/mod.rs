@@ -58,6 +58,9 @@ pub struct NodeLive {
     pub proxy_capable: bool,
     /// The agent keeps per-user lifecycle settings and serves the local user API.
     pub lifecycle_capable: bool,
+    /// Clients the agent has off the core for their IP limit, by lower-cased email: until when
+    /// (unix ms), from its `USER_EVENT`s.
+    pub ip_limited: std::collections::BTreeMap<String, i64>,
     /// Last status of the node's proxy core, and when it arrived (the agent does not resend it
     /// just because the uptime moved).
     pub core: Option<CoreStatus>,
@@ -269,6 +272,7 @@ impl Fleet {
             agent_version: Some(hello.agent_version.clone()),
             proxy_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::PROXY_CORE),
             lifecycle_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::USER_LIFECYCLE),
+            ip_limited: std::mem::take(&mut entry.live.ip_limited),
             core: entry.live.core.take(),
             core_reported_at: entry.live.core_reported_at.take(),
         };

@@ -239,6 +239,11 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                     EventKind::USER_EVENT => match codec::decode_from::<UserEvent>(&event.body) {
                         Ok(UserEvent::IpLimitExceeded { email, limit, ips, until_ms }) => {
                             tracing::warn!(%email, limit, ?ips, until_ms, "agent disabled a user over its IP limit");
+                            fleet.update_live(node, session, |live| {
+                                let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+                                live.ip_limited.retain(|_, until| *until > now);
+                                live.ip_limited.insert(email.to_lowercase(), until_ms);
+                            });
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable user event dropped"),
                     },

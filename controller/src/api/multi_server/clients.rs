@@ -68,7 +68,8 @@ pub struct Client {
     pub expired: bool,
     /// Used up its quota.
     pub depleted: bool,
-    /// `expired` or `depleted` when the node's agent cut the client off by itself; else null.
+    /// `expired`, `depleted` or `ip_limit` when the node's agent cut the client off by itself;
+    /// else null.
     pub cut_off: Option<String>,
 }
 
@@ -106,6 +107,16 @@ impl Client {
             }),
         }
     }
+
+    /// Adds what only the node's live state knows: a client its agent has off the core for its
+    /// IP limit shows `cut_off: "ip_limit"` until the cool-down ends.
+    pub fn with_live(mut self, live: &crate::fleet::NodeLive) -> Self {
+        let limited = live.ip_limited.get(&self.email.to_lowercase()).is_some_and(|until| *until > now_ms());
+        if self.cut_off.is_none() && limited {
+            self.cut_off = Some("ip_limit".into());
+        }
+        self
+    }
 }
 
 /// `GET /api/v1/clients` answer.
@@ -142,15 +153,19 @@ pub async fn list(
     let nodes: HashMap<NodeId, NodeRecord> = state.store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
     let inbounds: HashMap<(NodeId, i64), InboundRecord> =
         state.store.inbounds(node_filter)?.into_iter().map(|i| ((i.node_id, i.id), i)).collect();
-    let mut ips = HashMap::new();
+    let mut lives = HashMap::new();
     let clients: Vec<Client> = state
         .store
         .clients(node_filter, q.email.as_deref().filter(|e| !e.is_empty()))?
         .iter()
         .filter_map(|c| {
             let node = nodes.get(&c.node_id)?;
-            let ip = ips.entry(node.id).or_insert_with(|| node_address(node, &state.fleet.live(node.id))).clone();
-            Some(Client::of(node, ip.as_deref(), inbounds.get(&(c.node_id, c.inbound_id)), c))
+            let (ip, live) = lives.entry(node.id).or_insert_with(|| {
+                let live = state.fleet.live(node.id);
+                (node_address(node, &live), live)
+            });
+            let client = Client::of(node, ip.as_deref(), inbounds.get(&(c.node_id, c.inbound_id)), c);
+            Some(client.with_live(live))
         })
         .collect();
     Ok(Json(ClientList { count: clients.len(), clients }))

@@ -48,14 +48,15 @@ pub async fn node_clients(
     NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<NodeClients>, ApiError> {
     let node = existing_node(&state, id)?;
-    let ip = node_address(&node, &state.fleet.live(id));
+    let live = state.fleet.live(id);
+    let ip = node_address(&node, &live);
     let inbounds: HashMap<i64, InboundRecord> =
         state.store.inbounds(Some(id))?.into_iter().map(|i| (i.id, i)).collect();
     let clients: Vec<Client> = state
         .store
         .clients(Some(id), None)?
         .iter()
-        .map(|c| Client::of(&node, ip.as_deref(), inbounds.get(&c.inbound_id), c))
+        .map(|c| Client::of(&node, ip.as_deref(), inbounds.get(&c.inbound_id), c).with_live(&live))
         .collect();
     Ok(Json(NodeClients { count: clients.len(), clients }))
 }
