@@ -20,6 +20,10 @@ const LOOPBACK_IFACE: &str = "lo";
 pub struct MetricsSampler {
     system: System,
     networks: Networks,
+    /// Simulations sharing one sampler across many agents: a reading this young is handed out
+    /// again (with a fresh timestamp) instead of reading /proc once per agent.
+    reuse_within: Option<std::time::Duration>,
+    last: Option<(std::time::Instant, MetricsSample)>,
 }
 
 impl MetricsSampler {
@@ -31,7 +35,14 @@ impl MetricsSampler {
         let mut system = System::new();
         system.refresh_cpu_usage();
         let networks = Networks::new_with_refreshed_list();
-        MetricsSampler { system, networks }
+        MetricsSampler { system, networks, reuse_within: None, last: None }
+    }
+
+    /// A sampler that reads the host at most once per `within` and repeats that reading in
+    /// between: for one process simulating many agents (the benchmark), where a real reading per
+    /// agent would measure the simulator rather than the controller.
+    pub fn reusing(within: std::time::Duration) -> Self {
+        MetricsSampler { reuse_within: Some(within), ..MetricsSampler::new() }
     }
 
     /// Takes one sample now.
@@ -41,6 +52,19 @@ impl MetricsSampler {
     /// Network totals are sums over the interfaces present now, so they drop when an interface
     /// goes away; consumers computing rates should treat a decrease as a counter reset.
     pub fn sample(&mut self) -> MetricsSample {
+        if let (Some(within), Some((at, last))) = (self.reuse_within, &self.last) {
+            if at.elapsed() < within {
+                return MetricsSample { taken_at_ms: unix_ms_now(), ..last.clone() };
+            }
+        }
+        let sample = self.read();
+        if self.reuse_within.is_some() {
+            self.last = Some((std::time::Instant::now(), sample.clone()));
+        }
+        sample
+    }
+
+    fn read(&mut self) -> MetricsSample {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         let (disk_used, disk_total) = self.root_disk_usage();
@@ -176,6 +200,19 @@ mod tests {
             (u64::MAX, 2),
             "saturates instead of wrapping"
         );
+    }
+
+    #[test]
+    fn a_reusing_sampler_repeats_a_young_reading_with_a_fresh_time() {
+        let mut s = MetricsSampler::reusing(std::time::Duration::from_secs(60));
+        let first = s.sample();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = s.sample();
+        assert_eq!(MetricsSample { taken_at_ms: first.taken_at_ms, ..second.clone() }, first);
+        assert!(second.taken_at_ms >= first.taken_at_ms + 5);
+        let mut fresh = MetricsSampler::reusing(std::time::Duration::ZERO);
+        fresh.sample();
+        assert!(fresh.last.is_some(), "kept, but never younger than zero");
     }
 
     #[test]

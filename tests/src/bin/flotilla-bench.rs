@@ -249,10 +249,11 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
         .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")))
         .collect::<Result<_, _>>()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Metrics: the link only takes a real `MetricsSampler`, so all simulated agents share one
-    // (each sample reads /proc and statvfs once: the simulator pays that, the controller gets
-    // real-sized samples at the real rate).
-    let sampler = (!args.metrics_interval.is_zero()).then(|| Arc::new(Mutex::new(MetricsSampler::new())));
+    // Metrics: all simulated agents share one sampler that reads the host once a second and
+    // repeats that reading, so the controller gets real-sized samples at the real rate while the
+    // simulator does not spend a core reading /proc for 10,000 agents.
+    let sampler = (!args.metrics_interval.is_zero())
+        .then(|| Arc::new(Mutex::new(MetricsSampler::reusing(Duration::from_secs(1)))));
     let counters = Arc::new(CoreCounters::default());
     let users = if args.stats_interval.is_zero() { 0 } else { args.users_per_agent };
     let cores: Vec<Arc<RecordingCore>> =
