@@ -133,16 +133,20 @@ impl AccessTracker {
         list.into_iter().map(|(ip, _)| ip.clone()).collect()
     }
 
-    /// Users with more distinct addresses than their limit: (email, addresses).
-    pub fn over_limit<'a>(&self, limits: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<(String, Vec<String>)> {
-        limits
-            .into_iter()
-            .filter(|(_, limit)| *limit > 0)
-            .filter_map(|(email, limit)| {
-                let ips = self.ips(email);
-                (ips.len() > limit as usize).then(|| (email.to_string(), ips))
+    /// Users seen with more distinct addresses than their limit (`limit_of` a lower-cased email;
+    /// `None` or 0: no limit), by email: (email, limit, addresses). Walks only the users seen in
+    /// the window, not every client.
+    pub fn over_limit(&self, limit_of: impl Fn(&str) -> Option<u32>) -> Vec<(String, u32, Vec<String>)> {
+        let mut over: Vec<(String, u32, Vec<String>)> = self
+            .sources
+            .iter()
+            .filter_map(|(email, ips)| {
+                let limit = limit_of(email).filter(|l| *l > 0)?;
+                (ips.len() > limit as usize).then(|| (email.clone(), limit, self.ips(email)))
             })
-            .collect()
+            .collect();
+        over.sort_by(|a, b| a.0.cmp(&b.0));
+        over
     }
 
     /// Destination counts gathered since the last call.
@@ -221,9 +225,11 @@ mod tests {
         t.record(a("10.0.0.2", "x.com"), 2_000);
         t.record(a("10.0.0.3", "y.com"), 3_000);
         assert_eq!(t.ips("u"), vec!["10.0.0.3", "10.0.0.2", "10.0.0.1"]);
-        assert_eq!(t.over_limit([("u", 2)]), vec![("u".to_string(), t.ips("u"))]);
-        assert!(t.over_limit([("u", 3), ("other", 1)]).is_empty());
-        assert!(t.over_limit([("u", 0)]).is_empty(), "0 = no limit");
+        let limits = |l: u32| move |email: &str| (email == "u").then_some(l);
+        assert_eq!(t.over_limit(limits(2)), vec![("u".to_string(), 2, t.ips("u"))]);
+        assert!(t.over_limit(limits(3)).is_empty());
+        assert!(t.over_limit(limits(0)).is_empty(), "0 = no limit");
+        assert!(t.over_limit(|_| None).is_empty(), "no lifecycle = no limit");
         t.expire(61_500, 60_000);
         assert_eq!(t.ips("u"), vec!["10.0.0.3", "10.0.0.2"], "10.0.0.1 left the window");
         assert_eq!(t.take_destinations(), vec![("u".into(), "x.com".into(), 2), ("u".into(), "y.com".into(), 1)]);

@@ -982,17 +982,11 @@ impl CoreDriver {
                 tracing::warn!(error = %e, "cannot store destination statistics");
             }
         }
-        let limits: Vec<(String, u32)> = inner
-            .desired
-            .clients
-            .iter()
-            .map(|c| c.email.to_lowercase())
-            .filter(|email| !inner.ip_blocked.contains_key(email))
-            .filter_map(|email| inner.lifecycle.get(&email).map(|l| (email, l.limit_ip)))
-            .collect();
-        let over = inner.access.over_limit(limits.iter().map(|(e, l)| (e.as_str(), *l)));
-        for (email, ips) in over {
-            let limit = limits.iter().find(|(e, _)| *e == email).map(|(_, l)| *l).unwrap_or(0);
+        // Lifecycles exist only for desired clients, keyed by lower-cased email as the tracker is.
+        let over = inner.access.over_limit(|email| {
+            (!inner.ip_blocked.contains_key(email)).then(|| inner.lifecycle.get(email).map(|l| l.limit_ip)).flatten()
+        });
+        for (email, limit, ips) in over {
             let until_ms = now + self.ip_limit_cooldown.as_millis() as i64;
             tracing::warn!(%email, limit, ?ips, "IP limit exceeded; user off the core for the cool-down");
             inner.ip_blocked.insert(email.clone(), until_ms);
