@@ -129,7 +129,8 @@ mod tests {
             key_der: b"PRIVATE-KEY-BYTES".to_vec(),
         })
         .unwrap();
-        s.save_proxy_state(&ProxyState { revision: 9, inbounds: vec![], clients: vec![] }).unwrap();
+        let state = ProxyState { revision: 9, inbounds: vec![], clients: vec![] };
+        s.save_users(&crate::state::LocalUsers { state, lifecycle: Default::default() }).unwrap();
         s.record_poll(&Poll { users: vec![UserTraffic { email: "a@x".into(), up: 5, down: 7 }], ..Default::default() })
             .unwrap();
         let snapshot = s.export_snapshot().unwrap();

@@ -62,16 +62,6 @@ impl StateStore {
             .transpose()
     }
 
-    /// Stores the proxy state pushed by the controller.
-    pub fn save_proxy_state(&self, state: &ProxyState) -> Result<(), StateError> {
-        let body = codec::encode_body(state).map_err(|e| StateError::Undecodable("proxy state", e.to_string()))?;
-        self.conn().execute(
-            "INSERT OR REPLACE INTO proxy_state (id, revision, body) VALUES (1, ?1, ?2)",
-            params![state.revision as i64, body],
-        )?;
-        Ok(())
-    }
-
     /// A setting the agent picked itself (kept stable across restarts).
     pub fn setting(&self, key: &str) -> Result<Option<String>, StateError> {
         Ok(self.conn().query_row("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
@@ -278,7 +268,7 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         assert!(s.proxy_state().unwrap().is_none());
         let state = ProxyState { revision: 7, inbounds: vec![], clients: vec![] };
-        s.save_proxy_state(&state).unwrap();
+        s.save_users(&crate::state::LocalUsers { state: state.clone(), lifecycle: Default::default() }).unwrap();
         assert_eq!(s.proxy_state().unwrap(), Some(state));
     }
 }

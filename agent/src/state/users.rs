@@ -203,6 +203,7 @@ impl StateStore {
     }
 }
 
+/// The one writer of the stored desired state (`proxy_state`) and the lifecycles beside it.
 fn write_users(tx: &rusqlite::Transaction<'_>, users: &LocalUsers) -> Result<(), StateError> {
     let body = codec::encode_body(&users.state).map_err(|e| StateError::Undecodable("proxy state", e.to_string()))?;
     tx.execute(
