@@ -119,7 +119,8 @@ fn node_id_param(encoded: &[u8]) -> Option<String> {
 
 /// Compares secrets without leaking where they differ through timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The users of one node, or of the fleet, as the v2ray-stat handlers see them.
