@@ -9,7 +9,7 @@
 //! offline node converges when it reconnects. Live figures (rates, session counters, source
 //! addresses) come from the agents; an offline node contributes its stored totals.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use flotilla_protocol::NodeId;
 use super::AppState;
 use crate::auth::AuthError;
 use crate::fleet::Fleet;
-use crate::store::Store;
+use crate::store::{ChangeRefusal, Store};
 
 /// How long a read waits for each agent.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -263,42 +263,44 @@ impl UserDirectory for FleetDirectory {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let mut refused: HashMap<usize, Vec<String>> = HashMap::new();
-        let mut applied_anywhere: HashMap<usize, bool> = HashMap::new();
+        // A change succeeds if any target node took it; otherwise it fails with the first refusal.
+        let mut applied: HashSet<usize> = HashSet::new();
+        let mut refused: HashMap<usize, UserChangeError> = HashMap::new();
         let mut touched = Vec::new();
         for (node, entries) in per_node {
             let store = self.store.clone();
             let list: Vec<LocalChange> = entries.iter().map(|(_, c)| c.clone()).collect();
-            let outcome = tokio::task::spawn_blocking(move || store.apply_user_changes(node, None, &list)).await;
+            let outcome = tokio::task::spawn_blocking(move || store.apply_user_changes(node, None, &list))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
             match outcome {
-                Ok(Ok(applied)) => {
-                    let refused_ids: HashMap<u64, String> = applied.refused.into_iter().collect();
+                Ok(done) => {
+                    let refusals: HashMap<u64, ChangeRefusal> = done.refused.into_iter().collect();
                     for (index, entry) in &entries {
-                        match refused_ids.get(&entry.id) {
-                            Some(why) => refused.entry(*index).or_default().push(why.clone()),
+                        match refusals.get(&entry.id) {
+                            Some(why) => {
+                                refused.entry(*index).or_insert_with(|| refusal(why));
+                            }
                             None => {
-                                applied_anywhere.insert(*index, true);
+                                applied.insert(*index);
                             }
                         }
                     }
                     touched.push(node);
                 }
-                Ok(Err(e)) => {
-                    for (index, _) in &entries {
-                        refused.entry(*index).or_default().push(e.to_string());
-                    }
-                }
                 Err(e) => {
                     for (index, _) in &entries {
-                        refused.entry(*index).or_default().push(e.to_string());
+                        refused.entry(*index).or_insert_with(|| UserChangeError::Store(e.clone()));
                     }
                 }
             }
         }
         for (index, result) in results.iter_mut().enumerate() {
-            if result.is_ok() && !applied_anywhere.contains_key(&index) {
-                let why = refused.remove(&index).unwrap_or_default().join("; ");
-                *result = Err(refusal(&why));
+            if result.is_ok() && !applied.contains(&index) {
+                *result = Err(refused
+                    .remove(&index)
+                    .unwrap_or_else(|| UserChangeError::Store("no node took the change".into())));
             }
         }
         if !touched.is_empty() {
@@ -334,16 +336,12 @@ impl UserDirectory for FleetDirectory {
     }
 }
 
-/// A refusal from the store, as the shared handlers classify it.
-fn refusal(why: &str) -> UserChangeError {
-    if why.contains("inbound") && why.contains("not found") {
-        UserChangeError::UnknownInbound(why.to_string())
-    } else if why.contains("not found") {
-        UserChangeError::UnknownUser(why.to_string())
-    } else if why.contains("already used") {
-        UserChangeError::Exists(why.to_string())
-    } else {
-        UserChangeError::Invalid("user", why.to_string())
+/// A refusal from the store, as the shared handlers answer it.
+fn refusal(why: &ChangeRefusal) -> UserChangeError {
+    match why {
+        ChangeRefusal::UnknownUser(email) => UserChangeError::UnknownUser(email.clone()),
+        ChangeRefusal::UnknownInbound(tag) => UserChangeError::UnknownInbound(tag.clone()),
+        ChangeRefusal::Taken(email) => UserChangeError::Exists(email.clone()),
     }
 }
 

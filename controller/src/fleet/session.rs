@@ -334,6 +334,7 @@ async fn local_user_changes(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Re
     for (id, why) in &applied.refused {
         tracing::warn!(id, %why, "user change made on the agent refused");
     }
+    let applied = applied.into_wire();
     let fleet = fleet.clone();
     tokio::spawn(async move {
         let outcome = fleet.push_proxy_state(node).await;

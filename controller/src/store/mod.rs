@@ -21,6 +21,7 @@ pub use adguard::{AdGuardSample, AdGuardSourceChange, AdGuardSourceRecord, NewAd
 pub use history::HistoryPoint;
 pub use proxy::{ClientFilter, ClientRecord, InboundRecord, NewClient, NewInbound};
 pub use secrets::SecretBox;
+pub use users::{AppliedChanges, ChangeRefusal};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]

@@ -31,14 +31,6 @@ impl Store {
         Ok(DesiredUsers { state, lifecycle })
     }
 
-    /// Renew days of every client of the fleet, by row id (the v2ray-stat views need them).
-    pub fn renew_days(&self) -> Result<std::collections::HashMap<i64, u32>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id, renew_days FROM clients WHERE renew_days != 0")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))?.collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
     /// Applies user changes to `node` in one transaction. With `outbox` (changes an agent made
     /// locally), entries at or below the node's cursor for that outbox were applied before and
     /// are skipped; the cursor moves in the same transaction. The revision moves once if
@@ -48,7 +40,7 @@ impl Store {
         node: NodeId,
         outbox: Option<u64>,
         changes: &[LocalChange],
-    ) -> Result<LocalChangesApplied, StoreError> {
+    ) -> Result<AppliedChanges, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists: Option<i64> =
@@ -72,10 +64,9 @@ impl Store {
         let mut changed = false;
         let mut through = cursor;
         for entry in changes.iter().filter(|c| outbox.is_none() || c.id > cursor) {
-            match apply_one(&tx, node, &entry.change) {
+            match apply_one(&tx, node, &entry.change)? {
                 Ok(()) => changed = true,
-                Err(StoreError::Invalid(why)) | Err(StoreError::NotFound(why)) => refused.push((entry.id, why)),
-                Err(e) => return Err(e),
+                Err(refusal) => refused.push((entry.id, refusal)),
             }
             through = through.max(entry.id);
         }
@@ -89,22 +80,52 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(LocalChangesApplied { through, revision, refused })
+        Ok(AppliedChanges { through, revision, refused })
     }
 }
 
-/// One change; `Invalid`/`NotFound` refuse it alone.
-fn apply_one(tx: &Transaction<'_>, node: NodeId, change: &UserChange) -> Result<(), StoreError> {
-    let unknown = |email: &str| StoreError::NotFound(format!("user '{email}' not found on node {node}"));
-    let update = |sql: &str, email: &str, value: i64| -> Result<(), StoreError> {
+/// Why the store refused one user change (the others still apply).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefusal {
+    #[error("user '{0}' not found")]
+    UnknownUser(String),
+    #[error("inbound '{0}' not found")]
+    UnknownInbound(String),
+    /// The email is taken on the node (cores count traffic per email).
+    #[error("user '{0}' already exists")]
+    Taken(String),
+}
+
+/// What [`Store::apply_user_changes`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChanges {
+    /// Every change up to this outbox id is committed (applied or refused).
+    pub through: u64,
+    /// The node's revision that contains them.
+    pub revision: u64,
+    pub refused: Vec<(u64, ChangeRefusal)>,
+}
+
+impl AppliedChanges {
+    /// The answer to an agent's `LOCAL_USER_CHANGES`.
+    pub fn into_wire(self) -> LocalChangesApplied {
+        let refused = self.refused.into_iter().map(|(id, why)| (id, why.to_string())).collect();
+        LocalChangesApplied { through: self.through, revision: self.revision, refused }
+    }
+}
+
+/// One change: the outer error fails the transaction, the inner one refuses this change alone.
+fn apply_one(tx: &Transaction<'_>, node: NodeId, change: &UserChange) -> Result<Result<(), ChangeRefusal>, StoreError> {
+    let unknown = |email: &str| Ok(Err(ChangeRefusal::UnknownUser(email.to_string())));
+    let update = |sql: &str, email: &str, value: i64| -> Result<Result<(), ChangeRefusal>, StoreError> {
         let n = tx.execute(
             &format!("UPDATE clients SET {sql} WHERE node_id = ?1 AND email = ?2"),
             params![node.0, email, value],
         )?;
         if n == 0 {
-            return Err(unknown(email));
+            return unknown(email);
         }
-        Ok(())
+        Ok(Ok(()))
     };
     match change {
         UserChange::Add { client, lifecycle } => {
@@ -115,21 +136,25 @@ fn apply_one(tx: &Transaction<'_>, node: NodeId, change: &UserChange) -> Result<
                     |r| r.get(0),
                 )
                 .optional()?;
-            let inbound = inbound.ok_or_else(|| {
-                StoreError::NotFound(format!("inbound '{}' not found on node {node}", client.inbound_tag))
-            })?;
-            insert_client(tx, node, inbound, &new_client(client, lifecycle))?;
+            let Some(inbound) = inbound else {
+                return Ok(Err(ChangeRefusal::UnknownInbound(client.inbound_tag.clone())));
+            };
+            match insert_client(tx, node, inbound, &new_client(client, lifecycle)) {
+                Ok(()) => {}
+                Err(StoreError::Invalid(_)) => return Ok(Err(ChangeRefusal::Taken(client.email.clone()))),
+                Err(e) => return Err(e),
+            }
             tx.execute(
                 "UPDATE clients SET renew_days = ?3, created_at = ?4 WHERE node_id = ?1 AND email = ?2",
                 params![node.0, client.email, lifecycle.renew_days as i64, lifecycle.created_ms / 1000],
             )?;
-            Ok(())
+            Ok(Ok(()))
         }
         UserChange::Delete { email } => {
             if tx.execute("DELETE FROM clients WHERE node_id = ?1 AND email = ?2", params![node.0, email])? == 0 {
-                return Err(unknown(email));
+                return unknown(email);
             }
-            Ok(())
+            Ok(Ok(()))
         }
         UserChange::SetEnabled { email, enable } => update("enable = ?3", email, i64::from(*enable)),
         UserChange::SetExpiry { email, expiry_ms } => {
@@ -150,7 +175,7 @@ fn apply_one(tx: &Transaction<'_>, node: NodeId, change: &UserChange) -> Result<
                 Some(email) => update(reset, email, 0),
                 None => {
                     tx.execute(&format!("UPDATE clients SET {reset} WHERE node_id = ?1"), params![node.0])?;
-                    Ok(())
+                    Ok(Ok(()))
                 }
             }
         }
@@ -234,7 +259,8 @@ mod tests {
         let applied = s.apply_user_changes(node, Some(77), &batch).unwrap();
         assert_eq!((applied.through, applied.revision), (4, before + 1));
         assert_eq!(applied.refused.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4]);
-        assert!(applied.refused[0].1.contains("inbound 'nope'"), "{:?}", applied.refused);
+        assert_eq!(applied.refused[0].1, ChangeRefusal::UnknownInbound("nope".into()));
+        assert_eq!(applied.refused[1].1, ChangeRefusal::UnknownUser("ghost".into()));
         let desired = s.desired_users(node).unwrap();
         assert_eq!(desired.state.revision, before + 1);
         assert_eq!(desired.state.clients.len(), 1);
