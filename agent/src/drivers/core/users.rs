@@ -29,10 +29,9 @@ pub type Lifecycles = BTreeMap<String, ClientLifecycle>;
 
 /// Applies `change` to `state` and `lifecycle`, or says why it cannot apply.
 pub fn apply(state: &mut ProxyState, lifecycle: &mut Lifecycles, change: &UserChange) -> Result<(), UserChangeError> {
-    let find = |state: &ProxyState, email: &str| state.clients.iter().position(|c| c.email.eq_ignore_ascii_case(email));
     match change {
         UserChange::Add { client, lifecycle: life } => {
-            if find(state, &client.email).is_some() {
+            if position(state, &client.email).is_ok() {
                 return Err(UserChangeError::Exists(client.email.clone()));
             }
             if !state.inbounds.iter().any(|i| i.tag == client.inbound_tag) {
@@ -42,28 +41,28 @@ pub fn apply(state: &mut ProxyState, lifecycle: &mut Lifecycles, change: &UserCh
             lifecycle.insert(client.email.to_lowercase(), life.clone());
         }
         UserChange::Delete { email } => {
-            let at = find(state, email).ok_or_else(|| UserChangeError::UnknownUser(email.clone()))?;
+            let at = position(state, email)?;
             state.clients.remove(at);
             lifecycle.remove(&email.to_lowercase());
         }
         UserChange::SetEnabled { email, enable } => {
-            let at = find(state, email).ok_or_else(|| UserChangeError::UnknownUser(email.clone()))?;
+            let at = position(state, email)?;
             state.clients[at].enable = *enable;
         }
         UserChange::SetExpiry { email, expiry_ms } => {
-            let at = find(state, email).ok_or_else(|| UserChangeError::UnknownUser(email.clone()))?;
+            let at = position(state, email)?;
             state.clients[at].expiry_ms = *expiry_ms;
         }
         UserChange::SetLimitIp { email, limit_ip } => {
-            let at = find(state, email).ok_or_else(|| UserChangeError::UnknownUser(email.clone()))?;
+            let at = position(state, email)?;
             entry(lifecycle, &state.clients[at].email).limit_ip = *limit_ip;
         }
         UserChange::SetRenew { email, renew_days } => {
-            let at = find(state, email).ok_or_else(|| UserChangeError::UnknownUser(email.clone()))?;
+            let at = position(state, email)?;
             entry(lifecycle, &state.clients[at].email).renew_days = *renew_days;
         }
         UserChange::ResetTraffic { email: Some(email) } => {
-            let at = find(state, email).ok_or_else(|| UserChangeError::UnknownUser(email.clone()))?;
+            let at = position(state, email)?;
             state.clients[at].reset_generation += 1;
         }
         UserChange::ResetTraffic { email: None } => {
@@ -73,6 +72,15 @@ pub fn apply(state: &mut ProxyState, lifecycle: &mut Lifecycles, change: &UserCh
         }
     }
     Ok(())
+}
+
+/// Index of the client `email` (ASCII case-insensitive, as the cores match), or why not.
+fn position(state: &ProxyState, email: &str) -> Result<usize, UserChangeError> {
+    state
+        .clients
+        .iter()
+        .position(|c| c.email.eq_ignore_ascii_case(email))
+        .ok_or_else(|| UserChangeError::UnknownUser(email.to_string()))
 }
 
 /// The lifecycle entry of `email`, created with defaults if missing.
