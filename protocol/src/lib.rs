@@ -20,6 +20,7 @@ pub mod rpc;
 pub mod token;
 pub mod users;
 pub mod v2ray_stat;
+pub mod wireguard;
 
 pub use codec::{CodecError, FrameBuffer, MAX_FRAME_LEN};
 pub use ids::{NodeId, RequestId};

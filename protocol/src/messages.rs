@@ -96,6 +96,9 @@ impl Capabilities {
     /// Keeps per-user lifecycle (IP limits, renewals) and a local user API: answers
     /// `APPLY_USERS`, `USER_STATS`, `DNS_STATS`, `RESET_STATS`; sends `LOCAL_USER_CHANGES`.
     pub const USER_LIFECYCLE: Capabilities = Capabilities(1 << 3);
+    /// Drives WireGuard: answers `APPLY_WIREGUARD` and `WIREGUARD_STATUS`, sends `WG_TRAFFIC`
+    /// and `WG_STATUS` events.
+    pub const WIREGUARD: Capabilities = Capabilities(1 << 4);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -169,6 +172,10 @@ impl EventKind {
     pub const CORE_STATUS: EventKind = EventKind(3);
     /// Agent → controller: [`crate::users::UserEvent`] (a user the agent disabled by itself).
     pub const USER_EVENT: EventKind = EventKind(4);
+    /// Agent → controller: [`crate::wireguard::WgTrafficBatch`]; acked only once committed.
+    pub const WG_TRAFFIC: EventKind = EventKind(5);
+    /// Agent → controller: [`crate::wireguard::WgStatus`], whenever it changes.
+    pub const WG_STATUS: EventKind = EventKind(6);
 }
 
 /// Agent → controller telemetry. `seq` increases per agent; the controller acks what it has

@@ -42,6 +42,11 @@ impl RequestKind {
     pub const DNS_STATS: RequestKind = RequestKind(13);
     /// Controller → agent. Body: [`crate::users::StatsReset`]. Answer: empty.
     pub const RESET_STATS: RequestKind = RequestKind(14);
+    /// Controller → agent. Body: [`crate::wireguard::WgState`]. Answer:
+    /// [`crate::wireguard::WgApplyReport`] once the devices have it.
+    pub const APPLY_WIREGUARD: RequestKind = RequestKind(15);
+    /// Controller → agent. Body: empty. Answer: [`crate::wireguard::WgStatus`] now.
+    pub const WIREGUARD_STATUS: RequestKind = RequestKind(16);
 }
 
 /// One call.

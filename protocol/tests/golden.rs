@@ -30,6 +30,10 @@ use flotilla_protocol::users::{
     ClientLifecycle, DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, LocalChanges, LocalChangesApplied, SourceStat,
     StatsReset, UserChange, UserEvent, UserStat, UserStats,
 };
+use flotilla_protocol::wireguard::{
+    WgApplyReport, WgCutOff, WgInterfaceSpec, WgInterfaceStatus, WgKey, WgPeerRef, WgPeerSpec, WgPeerTraffic, WgState,
+    WgStatus, WgTrafficBatch,
+};
 use flotilla_protocol::{Envelope, Message, NodeId, RequestId, ALPN_ENROLL, ALPN_LINK};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -336,6 +340,11 @@ fn numbered_constants() {
     assert_eq!(RequestKind::USER_STATS, RequestKind(12));
     assert_eq!(RequestKind::DNS_STATS, RequestKind(13));
     assert_eq!(RequestKind::RESET_STATS, RequestKind(14));
+    assert_eq!(RequestKind::APPLY_WIREGUARD, RequestKind(15));
+    assert_eq!(RequestKind::WIREGUARD_STATUS, RequestKind(16));
+    assert_eq!(EventKind::WG_TRAFFIC, EventKind(5));
+    assert_eq!(EventKind::WG_STATUS, EventKind(6));
+    assert_eq!(Capabilities::WIREGUARD, Capabilities(16));
     assert_eq!(ALPN_LINK, b"flotilla/1");
     assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
 }
@@ -545,5 +554,68 @@ fn user_lifecycle_bodies() {
     check_body(
         &UserEvent::IpLimitExceeded { email: "u1".into(), limit: 2, ips: vec!["10.0.0.1".into()], until_ms: 9 },
         "0002753102010831302e302e302e3112",
+    );
+}
+
+// ---- WireGuard --------------------------------------------------------------------------------
+
+#[test]
+fn wireguard_bodies() {
+    let (a, b) = (WgKey([1; 32]), WgKey([0xfe; 32]));
+    let state = WgState {
+        revision: 300,
+        interfaces: vec![WgInterfaceSpec {
+            name: "wg0".into(),
+            private_key: a,
+            listen_port: 51820,
+            addresses: vec!["10.0.0.1/24".into()],
+            mtu: 1420,
+            enabled: true,
+        }],
+        peers: vec![WgPeerSpec {
+            interface: "wg0".into(),
+            public_key: b,
+            preshared_key: None,
+            allowed_ips: vec!["10.0.0.2/32".into()],
+            enabled: true,
+            expiry_ms: 1_717_171_717_171,
+            quota_bytes: 1 << 30,
+            reset_generation: 1,
+        }],
+    };
+    check_body(&state, "fb2c0101037767300101010101010101010101010101010101010101010101010101010101010101fb6cca010b31302e302e302e312f3234fb8c05010103776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe00010b31302e302e302e322f333201fd6608d29e1f030000fc0000004001");
+    check_body(
+        &WgApplyReport {
+            revision: 300,
+            peers_added: 1,
+            peers_removed: 2,
+            peers_updated: 3,
+            interfaces_changed: 1,
+            failures: vec![("wg1".into(), "port in use".into())],
+        },
+        "fb2c010102030101037767310b706f727420696e20757365",
+    );
+    check_body(
+        &WgTrafficBatch {
+            journal: 9,
+            seq: 300,
+            taken_at_ms: 1_717_171_717_171,
+            peers: vec![WgPeerTraffic { interface: "wg0".into(), public_key: b, rx: 1000, tx: 70_000 }],
+        },
+        "09fb2c01fd330469cf8f0100000103776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefbe803fc70110100",
+    );
+    let peer = WgPeerRef { interface: "wg0".into(), public_key: b };
+    check_body(
+        &WgStatus {
+            applied_revision: 300,
+            backend: "userspace".into(),
+            interfaces: vec![
+                WgInterfaceStatus { name: "wg0".into(), listen_port: 51820, up: true, error: None },
+                WgInterfaceStatus { name: "wg1".into(), listen_port: 51821, up: false, error: Some("port in use".into()) },
+            ],
+            connected: vec![peer.clone()],
+            cut_off: vec![(peer.clone(), WgCutOff::Quota), (peer, WgCutOff::Expired)],
+        },
+        "fb2c01097573657273706163650203776730fb6cca010003776731fb6dca00010b706f727420696e207573650103776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe0203776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe0003776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe01",
     );
 }
