@@ -26,6 +26,8 @@ pub struct AgentConfig {
     pub core: crate::drivers::core::CoreSettings,
     /// `[local_api]`: the v2ray-stat API on loopback.
     pub local_api: LocalApiSection,
+    /// `[wireguard]`: the WireGuard backend (absent: WireGuard off).
+    pub wireguard: crate::drivers::wireguard::WireGuardSettings,
     /// `[stats_columns.server]` / `[stats_columns.client]`: the tables of the local API's
     /// `GET /api/v1/stats` (absent: the original v2ray-stat's shipped defaults).
     pub stats_columns: Option<StatsColumns>,
@@ -79,6 +81,7 @@ impl Default for AgentConfig {
             controller: ControllerSection::default(),
             core: crate::drivers::core::CoreSettings::default(),
             local_api: LocalApiSection::default(),
+            wireguard: crate::drivers::wireguard::WireGuardSettings::default(),
             stats_columns: None,
         }
     }
@@ -97,6 +100,9 @@ impl AgentConfig {
     fn validated(self) -> Result<AgentConfig, String> {
         if self.metrics_interval < Duration::from_millis(100) {
             return Err("metrics_interval must be at least 100ms".into());
+        }
+        if self.wireguard.poll_interval < Duration::from_millis(100) {
+            return Err("[wireguard] poll_interval must be at least 100ms".into());
         }
         Ok(self)
     }
@@ -156,6 +162,37 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         toml::from_str::<AgentConfig>(&uncommented).unwrap();
+    }
+
+    #[test]
+    fn wireguard_section_defaults_to_off() {
+        use crate::drivers::wireguard::{Backend, BackendSetting};
+        let c: AgentConfig = toml::from_str("").unwrap();
+        assert_eq!(c.wireguard.backend, BackendSetting::Off);
+        assert_eq!(c.wireguard.backend.backend(), None);
+        assert_eq!(c.wireguard.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.wireguard.connected_window, Duration::from_secs(180));
+        let c: AgentConfig = toml::from_str(
+            "[wireguard]\nbackend = \"userspace\"\npoll_interval = \"500ms\"\nconnected_window = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.wireguard.backend.backend(), Some(Backend::Userspace));
+        assert_eq!(c.wireguard.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.wireguard.connected_window, Duration::from_secs(60));
+        let c: AgentConfig = toml::from_str("[wireguard]\nbackend = \"kernel\"\n").unwrap();
+        assert_eq!(c.wireguard.backend.backend(), Some(Backend::Kernel));
+        assert_eq!(
+            toml::from_str::<AgentConfig>("[wireguard]\nbackend = \"off\"\n").unwrap().wireguard.backend,
+            BackendSetting::Off
+        );
+        assert!(toml::from_str::<AgentConfig>("[wireguard]\nbackend = \"boringtun\"\n").is_err());
+        assert!(toml::from_str::<AgentConfig>("[wireguard]\nport = 1\n").is_err());
+        assert_eq!("Userspace".parse::<BackendSetting>(), Ok(BackendSetting::Userspace));
+        assert!("nope".parse::<BackendSetting>().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let too_fast = dir.path().join("agent.toml");
+        std::fs::write(&too_fast, "[wireguard]\npoll_interval = \"1ms\"").unwrap();
+        assert!(AgentConfig::load(&too_fast, true).unwrap_err().to_string().contains("poll_interval"));
     }
 
     #[test]

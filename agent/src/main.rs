@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use flotilla_agent::config::{AgentConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
 use flotilla_agent::drivers::core::{CoreDriver, ProxyCore};
+use flotilla_agent::drivers::wireguard::{BackendSetting, WireGuardDriver};
 use flotilla_agent::identity::CertInfo;
 use flotilla_agent::link::{self, RunSettings};
 use flotilla_agent::local_api::{self, LocalApiSettings};
@@ -16,7 +17,8 @@ use std::sync::Arc;
 /// Flotilla host agent.
 ///
 /// Keeps one mutual-TLS QUIC link to the Flotilla controller, reports host facts and metrics,
-/// and keeps everything on this host running while the controller is unreachable.
+/// drives the proxy core and (when configured) WireGuard, and keeps everything on this host
+/// running while the controller is unreachable.
 ///
 /// First enroll with the token the controller gave for this node, then run:
 ///
@@ -39,6 +41,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: connect to the controller and serve until stopped (SIGINT/SIGTERM).
+    ///
+    /// With a WireGuard backend configured ([wireguard] backend, or --wireguard-backend), the
+    /// agent checks at start that it works (the module, or wireguard-go) and refuses to start
+    /// if it does not; it then restores the interfaces and peers it last applied, without
+    /// waiting for the controller. Tunnels keep running while the agent is stopped.
     Run {
         /// Metrics sampling interval, e.g. "5s" (overrides the config file) [default: 5s].
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -61,6 +68,10 @@ enum Command {
         /// `stats_columns`; other keys are ignored). Overrides [stats_columns].
         #[arg(long, value_name = "FILE")]
         stats_columns: Option<PathBuf>,
+        /// WireGuard backend: "kernel" (the wireguard module), "userspace" (wireguard-go) or
+        /// "off" (overrides [wireguard] backend; default: off).
+        #[arg(long, value_name = "kernel|userspace|off")]
+        wireguard_backend: Option<BackendSetting>,
     },
     /// Enroll this host with a join token from the controller (POST /api/v1/nodes).
     ///
@@ -131,7 +142,38 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { metrics_interval, controller, stats_interval, clock_skew_file, local_api, stats_columns } => {
+        Command::Run {
+            metrics_interval,
+            controller,
+            stats_interval,
+            clock_skew_file,
+            local_api,
+            stats_columns,
+            wireguard_backend,
+        } => {
+            let mut core_settings = config.core.clone();
+            if let Some(i) = stats_interval {
+                core_settings.stats_interval = i;
+            }
+            if let Some(path) = clock_skew_file {
+                tracing::warn!(path = %path.display(), "clock skew file in use (testing only)");
+                core_settings.clock = flotilla_agent::clock::Clock::with_skew_file(path);
+            }
+            // A WireGuard backend that was asked for but cannot run is an error to fix, not a
+            // host quietly serving without its tunnels. Checked (and the tunnels restored) before
+            // waiting for enrollment: neither needs the controller.
+            let mut wg_settings = config.wireguard.clone();
+            if let Some(backend) = wireguard_backend {
+                wg_settings.backend = backend;
+            }
+            let wireguard = match wg_settings.backend {
+                BackendSetting::Off => None,
+                _ => Some(
+                    WireGuardDriver::start(&wg_settings, state.clone(), core_settings.clock.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("WireGuard: {e}"))?,
+                ),
+            };
             if state.identity()?.is_none() {
                 // A service started before enrollment waits for it instead of crash-looping.
                 tracing::warn!("not enrolled yet: run `flotilla-agent enroll TOKEN`; waiting");
@@ -143,14 +185,6 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                     } => tracing::info!("enrolled; starting"),
                     _ = wait_for_signal() => return Ok(()),
                 }
-            }
-            let mut core_settings = config.core.clone();
-            if let Some(i) = stats_interval {
-                core_settings.stats_interval = i;
-            }
-            if let Some(path) = clock_skew_file {
-                tracing::warn!(path = %path.display(), "clock skew file in use (testing only)");
-                core_settings.clock = flotilla_agent::clock::Clock::with_skew_file(path);
             }
             let api_settings = LocalApiSettings::from_config(
                 &config,
@@ -171,6 +205,7 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                 metrics_interval: metrics_interval.unwrap_or(config.metrics_interval),
                 controller_override: controller.or(config.controller.addr.clone()),
                 core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
+                wireguard: wireguard.clone(),
             };
             let (tx, rx) = tokio::sync::watch::channel(false);
             // The local API is an extra: a taken port (v2ray-stat itself still running) is logged,
@@ -193,6 +228,9 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
             if let Some(core) = core {
                 core.stop().await;
+            }
+            if let Some(wireguard) = wireguard {
+                wireguard.stop();
             }
             result
         }

@@ -22,12 +22,14 @@ use flotilla_protocol::messages::{Capabilities, Event, EventKind, Hello, Message
 use flotilla_protocol::proxy::{LogQuery, ProxyState, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
 use flotilla_protocol::users::{DesiredUsers, DnsStatsQuery, StatsReset};
+use flotilla_protocol::wireguard::{WgState, WgStatus};
 use flotilla_protocol::{RequestId, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 use crate::drivers::core::ProxyCore;
 use crate::drivers::metrics::MetricsSampler;
+use crate::drivers::wireguard::WireGuardDriver;
 use crate::identity::{new_key_and_csr, CertInfo, Identity};
 use crate::state::{LinkState, StateStore};
 use acks::JournalAcks;
@@ -101,7 +103,7 @@ fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
 }
 
 /// What a session can use from the agent.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ServeContext {
     /// Where renewed certificates are stored (None: renewal disabled, as in simulations).
     pub state: Option<StateStore>,
@@ -110,6 +112,8 @@ pub struct ServeContext {
     pub metrics_interval: Duration,
     /// Proxy core driver; None when the host has no core (or in simulations).
     pub core: Option<Arc<dyn ProxyCore>>,
+    /// WireGuard driver; None when WireGuard is off on this host.
+    pub wireguard: Option<Arc<WireGuardDriver>>,
 }
 
 impl std::fmt::Debug for ServeContext {
@@ -131,6 +135,18 @@ impl std::fmt::Debug for Established {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Established").field("welcome", &self.welcome).finish()
     }
+}
+
+/// What a session with `ctx` can do: WireGuard is announced with or without a proxy core.
+fn capabilities(ctx: &ServeContext) -> Capabilities {
+    let mut caps = Capabilities::METRICS | Capabilities::CERT_RENEWAL;
+    if ctx.core.is_some() {
+        caps = caps | Capabilities::PROXY_CORE | Capabilities::USER_LIFECYCLE;
+    }
+    if ctx.wireguard.is_some() {
+        caps = caps | Capabilities::WIREGUARD;
+    }
+    caps
 }
 
 /// Dials `addr` with `identity` and completes Hello/Welcome, announcing what `ctx` can do.
@@ -155,15 +171,7 @@ pub async fn connect(
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: identity.node_id,
-            capabilities: match &ctx.core {
-                Some(_) => {
-                    Capabilities::METRICS
-                        | Capabilities::CERT_RENEWAL
-                        | Capabilities::PROXY_CORE
-                        | Capabilities::USER_LIFECYCLE
-                }
-                None => Capabilities::METRICS | Capabilities::CERT_RENEWAL,
-            },
+            capabilities: capabilities(ctx),
             facts,
             applied_revision: ctx.core.as_ref().map(|c| c.applied_revision()).unwrap_or(0),
         };
@@ -204,10 +212,17 @@ impl Established {
         let mut identity = identity;
         let mut renew_at = renewal_instant(&identity, ctx);
         let mut acks = JournalAcks::default();
+        // The WireGuard journal has its own row numbers; event acks cover both.
+        let mut wg_acks = JournalAcks::default();
         let (mut journal, mut core_status) = match &ctx.core {
             Some(core) => (Some(core.journal()), Some(core.status())),
             None => (None, None),
         };
+        let (mut wg_journal, mut wg_status) = match &ctx.wireguard {
+            Some(wg) => (Some(wg.journal()), Some(wg.status())),
+            None => (None, None),
+        };
+        let mut wg_sent: Option<WgStatus> = None;
         let mut user_events = ctx.core.as_ref().and_then(|c| c.user_events());
         // The core's state first (the controller reads from it whether the core counts per
         // user), then everything journaled while the link was down.
@@ -217,6 +232,15 @@ impl Established {
                 return e;
             }
             if let Err(e) = ship_journal(&mut send, core, &mut acks, &mut seq).await {
+                return e;
+            }
+        }
+        if let Some(wg) = &ctx.wireguard {
+            let status = wg.current_status().await;
+            if let Err(e) = send_wg_status(&mut send, &mut seq, &mut wg_sent, status).await {
+                return e;
+            }
+            if let Err(e) = ship_wg_journal(&mut send, wg, &mut wg_acks, &mut seq).await {
                 return e;
             }
         }
@@ -244,6 +268,13 @@ impl Established {
                                 tracing::warn!(error = %e, "cannot drop acknowledged journal rows");
                             }
                         }
+                        if let (Some(through), Some(wg)) = (wg_acks.acked(ack.seq), &ctx.wireguard) {
+                            let wg = wg.clone();
+                            let deleted = tokio::task::spawn_blocking(move || wg.journal_committed(through)).await;
+                            if let Ok(Err(e)) = deleted {
+                                tracing::warn!(error = %e, "cannot drop acknowledged WireGuard journal rows");
+                            }
+                        }
                     }
                     Some(Ok(other)) => {
                         conn.close(quinn::VarInt::from_u32(CloseCode::PROTOCOL_ERROR.0), b"unexpected message");
@@ -265,6 +296,19 @@ impl Established {
                 Some(()) = changed(&mut journal) => {
                     let Some(core) = &ctx.core else { continue };
                     if let Err(e) = ship_journal(&mut send, core, &mut acks, &mut seq).await {
+                        break e;
+                    }
+                }
+                Some(()) = changed(&mut wg_journal) => {
+                    let Some(wg) = &ctx.wireguard else { continue };
+                    if let Err(e) = ship_wg_journal(&mut send, wg, &mut wg_acks, &mut seq).await {
+                        break e;
+                    }
+                }
+                Some(()) = changed(&mut wg_status) => {
+                    let Some(rx) = &wg_status else { continue };
+                    let status = rx.borrow().clone();
+                    if let Err(e) = send_wg_status(&mut send, &mut seq, &mut wg_sent, status).await {
                         break e;
                     }
                 }
@@ -351,7 +395,7 @@ async fn send_event<T: serde::Serialize>(
 /// Journal rows per read while shipping; each row is one event.
 const JOURNAL_CHUNK: usize = 256;
 
-/// Sends every journal row not yet sent in this session, oldest first.
+/// Sends every proxy journal row not yet sent in this session, oldest first.
 async fn ship_journal(
     send: &mut quinn::SendStream,
     core: &Arc<dyn ProxyCore>,
@@ -359,28 +403,84 @@ async fn ship_journal(
     seq: &mut u64,
 ) -> Result<(), LinkError> {
     let journal = core.journal_id().map_err(|e| LinkError::Protocol(e.to_string()))?;
+    let core = core.clone();
+    ship_rows(send, acks, seq, EventKind::TRAFFIC_BATCH, move |after| {
+        let rows = core.journal_after(after, JOURNAL_CHUNK).map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let batch = TrafficBatch {
+                    journal,
+                    seq: row.seq,
+                    taken_at_ms: row.taken_at_ms,
+                    users: row.users,
+                    inbounds: row.inbounds,
+                };
+                (row.seq, batch)
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Sends every WireGuard journal row not yet sent in this session, oldest first.
+async fn ship_wg_journal(
+    send: &mut quinn::SendStream,
+    wg: &Arc<WireGuardDriver>,
+    acks: &mut JournalAcks,
+    seq: &mut u64,
+) -> Result<(), LinkError> {
+    let wg = wg.clone();
+    ship_rows(send, acks, seq, EventKind::WG_TRAFFIC, move |after| {
+        let rows = wg.journal_after(after, JOURNAL_CHUNK).map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|batch| (batch.seq, batch)).collect())
+    })
+    .await
+}
+
+/// Sends the rows `read(after)` gives (journal seq, event body) as `kind` events until it gives
+/// none, recording each in `acks`: the one loop behind both journals.
+async fn ship_rows<B, F>(
+    send: &mut quinn::SendStream,
+    acks: &mut JournalAcks,
+    seq: &mut u64,
+    kind: EventKind,
+    read: F,
+) -> Result<(), LinkError>
+where
+    B: serde::Serialize + Send + 'static,
+    F: Fn(u64) -> Result<Vec<(u64, B)>, String> + Clone + Send + 'static,
+{
     loop {
-        let reader = core.clone();
         let after = acks.sent_through();
-        let rows = tokio::task::spawn_blocking(move || reader.journal_after(after, JOURNAL_CHUNK))
+        let reader = read.clone();
+        let rows = tokio::task::spawn_blocking(move || reader(after))
             .await
             .map_err(|e| LinkError::Protocol(e.to_string()))?
-            .map_err(|e| LinkError::Protocol(e.to_string()))?;
+            .map_err(LinkError::Protocol)?;
         if rows.is_empty() {
             return Ok(());
         }
-        for row in rows {
-            let batch = TrafficBatch {
-                journal,
-                seq: row.seq,
-                taken_at_ms: row.taken_at_ms,
-                users: row.users,
-                inbounds: row.inbounds,
-            };
-            send_event(send, seq, EventKind::TRAFFIC_BATCH, &batch).await?;
-            acks.sent(*seq, row.seq);
+        for (row_seq, body) in rows {
+            send_event(send, seq, kind, &body).await?;
+            acks.sent(*seq, row_seq);
         }
     }
+}
+
+/// Sends the WireGuard status unless it is the one last sent in this session.
+async fn send_wg_status(
+    send: &mut quinn::SendStream,
+    seq: &mut u64,
+    last: &mut Option<WgStatus>,
+    status: WgStatus,
+) -> Result<(), LinkError> {
+    if last.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    send_event(send, seq, EventKind::WG_STATUS, &status).await?;
+    *last = Some(status);
+    Ok(())
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -536,6 +636,17 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
                 Err(e) => RpcResult::Err(RpcError::Failed(e.to_string())),
             }
         }
+        RequestKind::APPLY_WIREGUARD => {
+            let Some(wg) = ctx.wireguard else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
+            match codec::decode_from::<WgState>(&request.body) {
+                Ok(state) => answer(&wg.apply(state).await),
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::WIREGUARD_STATUS => match ctx.wireguard {
+            Some(wg) => answer(&wg.current_status().await),
+            None => RpcResult::Err(RpcError::Unsupported(request.kind.0)),
+        },
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
     }
 }
@@ -548,6 +659,8 @@ pub struct RunSettings {
     pub controller_override: Option<String>,
     /// The proxy core driver, started by the caller (None: no core on this host).
     pub core: Option<Arc<dyn ProxyCore>>,
+    /// The WireGuard driver, started by the caller (None: WireGuard off on this host).
+    pub wireguard: Option<Arc<WireGuardDriver>>,
 }
 
 /// Keeps the link up until `shutdown` flips. Needs an enrolled identity in `state`.
@@ -562,6 +675,7 @@ pub async fn run(
         sampler: Some(sampler),
         metrics_interval: settings.metrics_interval,
         core: settings.core.clone(),
+        wireguard: settings.wireguard.clone(),
     };
     let mut backoff = Backoff::for_link();
     let record = |s: LinkState, c: Option<&str>, d: Option<&str>| {

@@ -30,7 +30,7 @@ pub enum ImportError {
 
 impl StateStore {
     /// A consistent copy of the store as a SQLite file, without the identity (key and
-    /// certificate). The temporary copy lives in the store's own (private) directory.
+    /// certificate) or WireGuard private keys. The temporary copy lives in the store's own (private) directory.
     pub fn export_snapshot(&self) -> Result<Vec<u8>, StateError> {
         let path = self.dir.join(format!("agent-backup-{}.db", rand::random::<u64>()));
         let io = |e: std::io::Error| StateError::Io(path.display().to_string(), e);
@@ -38,6 +38,9 @@ impl StateStore {
         let result = (|| {
             let copy = Connection::open(&path)?;
             copy.execute("DELETE FROM identity", [])?;
+            // The WireGuard state holds the interfaces' private keys; the controller has them
+            // and pushes them again, so a backup file never carries them.
+            copy.execute("DELETE FROM wg_state", [])?;
             copy.execute_batch("VACUUM")?;
             drop(copy);
             std::fs::read(&path).map_err(io)

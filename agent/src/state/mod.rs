@@ -1,6 +1,7 @@
 //! The agent's own SQLite store (`agent.db`, mode 0600): identity, link status, the proxy state
-//! last pushed by the controller, and the traffic journal with per-client usage. `flotilla-agent
-//! status` reads it while `run` writes it (WAL allows both).
+//! last pushed by the controller, and the traffic journal with per-client usage; the same for
+//! WireGuard (`wireguard`). `flotilla-agent status` reads it while `run` writes it (WAL allows
+//! both).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,6 +15,7 @@ use crate::identity::Identity;
 
 pub use journal::{Poll, StoredBatch, Usage};
 pub use users::{LocalUsers, SourceUsage};
+pub use wireguard::{WgCutRecord, WgPeerKey, WgPoll, WgUsage};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -106,6 +108,52 @@ const MIGRATIONS: &[&str] = &[
         destination TEXT NOT NULL,
         count       INTEGER NOT NULL,
         PRIMARY KEY (email, destination)
+    );
+"#,
+    r#"
+    -- The WireGuard state last pushed by the controller (bincode of
+    -- flotilla_protocol::wireguard::WgState); restored at boot without the controller.
+    CREATE TABLE wg_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        revision INTEGER NOT NULL,
+        body     BLOB NOT NULL
+    );
+    -- Interfaces the agent created: the only ones it ever changes or deletes.
+    CREATE TABLE wg_managed (
+        name TEXT PRIMARY KEY
+    );
+    -- Enabled peers the agent took off their device (quota, expiry), with the spec they were
+    -- cut under (bincode of WgPeerSpec).
+    CREATE TABLE wg_cut_off (
+        interface  TEXT NOT NULL,
+        public_key BLOB NOT NULL,
+        reason     TEXT NOT NULL,
+        spec       BLOB NOT NULL,
+        PRIMARY KEY (interface, public_key)
+    );
+    -- Bytes per peer since its last reset: what quotas are enforced against, offline too.
+    CREATE TABLE wg_usage (
+        interface        TEXT NOT NULL,
+        public_key       BLOB NOT NULL,
+        rx               INTEGER NOT NULL DEFAULT 0,
+        tx               INTEGER NOT NULL DEFAULT 0,
+        reset_generation INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (interface, public_key)
+    );
+    -- Last raw transfer counters read of each peer; deltas are taken against them.
+    CREATE TABLE wg_baseline (
+        interface  TEXT NOT NULL,
+        public_key BLOB NOT NULL,
+        rx         INTEGER NOT NULL,
+        tx         INTEGER NOT NULL,
+        PRIMARY KEY (interface, public_key)
+    );
+    -- WireGuard traffic deltas not yet acknowledged by the controller (bincode of
+    -- Vec<WgPeerTraffic>); sequence numbers are never reused.
+    CREATE TABLE wg_journal (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        taken_at_ms INTEGER NOT NULL,
+        body        BLOB NOT NULL
     );
 "#,
 ];
@@ -320,6 +368,7 @@ impl StateStore {
 pub mod backup;
 pub mod journal;
 pub mod users;
+pub mod wireguard;
 
 #[cfg(test)]
 mod tests {
