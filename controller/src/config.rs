@@ -34,6 +34,23 @@ pub struct FileConfig {
     /// `[v2ray_stat]`: the fleet-wide v2ray-stat API.
     #[serde(default)]
     pub v2ray_stat: V2rayStatConfig,
+    /// `[candy]`: the CandyPanel (WireGuard) API.
+    #[serde(default)]
+    pub candy: CandyConfig,
+}
+
+/// `[candy]` of `controller.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandyConfig {
+    /// How long a login's bearer token stays valid [default: 24h].
+    #[serde(default, with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+    /// CandyPanel's built web UI (`Frontend/dist`), served for its client pages.
+    pub ui_dir: Option<std::path::PathBuf>,
+    /// SQLite file CandyPanel's `bot.py` reads its token and API credentials from (its
+    /// `Backend/CandyPanel.db`); kept up to date when those settings change.
+    pub bot_db: Option<std::path::PathBuf>,
 }
 
 /// `[v2ray_stat]` of `controller.toml`.

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use flotilla_agent::drivers::core::{CoreDriver, CoreSettings, ProxyCore};
+use flotilla_agent::drivers::wireguard::{Backend, BackendSetting, WireGuardDriver, WireGuardSettings};
 use flotilla_agent::link::{self, RunSettings};
 use flotilla_agent::local_api::{self, LocalApiSettings};
 use flotilla_agent::state::StateStore;
@@ -94,6 +95,32 @@ pub async fn run(
         }
         None => "no proxy core found on PATH: install v2ray (apt-get install v2ray) for these examples".to_string(),
     };
+    // The local agent drives WireGuard too: the kernel module when the host has it, else
+    // wireguard-go (`.ci/demo` installs it), so the CandyPanel API's install makes a real wg0.
+    let wireguard = match flotilla_agent::drivers::wireguard::detect() {
+        Some(backend) => {
+            let settings = WireGuardSettings {
+                backend: match backend {
+                    Backend::Kernel => BackendSetting::Kernel,
+                    Backend::Userspace => BackendSetting::Userspace,
+                },
+                ..WireGuardSettings::default()
+            };
+            match WireGuardDriver::start(&settings, agent_state.clone(), flotilla_agent::clock::Clock::system()).await {
+                Ok(driver) => Some(driver),
+                Err(e) => {
+                    println!("WireGuard: {e}; the demo runs without it");
+                    None
+                }
+            }
+        }
+        None => {
+            println!("WireGuard: neither the kernel module nor wireguard-go found; install wireguard-go for the CandyPanel examples");
+            None
+        }
+    };
+    let wireguard_note =
+        wireguard.as_ref().map(|w| format!("the local agent drives {} WireGuard", w.backend().as_str()));
     let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
     let api_settings = LocalApiSettings { listen: local_api, ..LocalApiSettings::default() };
     let api_core = core.clone().map(|c| c as Arc<dyn ProxyCore>);
@@ -109,6 +136,7 @@ pub async fn run(
             metrics_interval: Duration::from_secs(5),
             controller_override: None,
             core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
+            wireguard: wireguard.clone(),
         },
         stop_rx,
     ));
@@ -141,6 +169,18 @@ pub async fn run(
         println!("  curl http://{addr}/api/v1/stats");
         println!("  # the same fleet-wide, authenticated: curl -u '{user}:{pw}' {base}/api/v1/users");
         println!();
+    }
+    match &wireguard_note {
+        Some(note) => {
+            let json = "-H 'Content-Type: application/json'";
+            println!("WireGuard, the CandyPanel API ({note}; CandyPanel's web UI and bot work against {base}):");
+            println!("  curl -X POST {base}/api/auth {json} -d '{{\"action\":\"install\",\"server_ip\":\"127.0.0.1\",\"wg_port\":\"51820\",\"wg_address_range\":\"10.66.0.1/24\",\"admin_user\":\"{user}\",\"admin_password\":\"{pw}\"}}'");
+            println!("  TOKEN=$(curl -s -X POST {base}/api/auth {json} -d '{{\"action\":\"login\",\"username\":\"{user}\",\"password\":\"{pw}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')");
+            println!("  curl -X POST {base}/api/manage -H \"Authorization: Bearer $TOKEN\" {json} -d '{{\"resource\":\"client\",\"action\":\"create\",\"name\":\"phone\",\"expires\":\"2030-01-01\",\"traffic\":\"0\"}}'");
+            println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/data");
+            println!();
+        }
+        None => println!("WireGuard: not available on this host (install wireguard-go); the CandyPanel API answers without a node to put interfaces on.\n"),
     }
     println!("Press Ctrl-C to stop.");
 

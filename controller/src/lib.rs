@@ -16,3 +16,4 @@ pub mod proxy;
 pub mod server;
 pub mod sharelinks;
 pub mod store;
+pub mod wireguard;

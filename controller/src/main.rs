@@ -204,6 +204,14 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             heartbeat_interval: args.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5)),
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
+        candy: {
+            let defaults = flotilla_controller::api::candy::CandySettings::default();
+            flotilla_controller::api::candy::CandySettings {
+                session_ttl: file.candy.session_ttl.unwrap_or(defaults.session_ttl),
+                ui_dir: file.candy.ui_dir.clone(),
+                bot_db: file.candy.bot_db.clone(),
+            }
+        },
         base_path: args.base_path.clone().or_else(|| file.base_path.clone()),
         v2ray_stat: {
             let local = flotilla_agent::local_api::LocalApiSettings {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub monitoring: MonitoringConfig,
     /// The fleet-wide v2ray-stat API (`[v2ray_stat]`).
     pub v2ray_stat: crate::api::v2ray_stat::V2rayStatSettings,
+    /// The CandyPanel API (`[candy]`).
+    pub candy: crate::api::candy::CandySettings,
 }
 
 /// Validates a `--base-path`: `/` followed by path segments, no trailing slash (`/` alone = none).
@@ -144,6 +146,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let ca_fingerprint = pki.ca_fingerprint();
     let fleet = Fleet::start(store.clone(), pki, settings.fleet.clone(), &settings.data_dir)?;
     let quic_addr = fleet.local_addr().map_err(|e| FleetError::Endpoint(e.to_string()))?;
+    crate::jobs::wireguard_reset::start(fleet.clone());
+    if let Some(path) = &settings.candy.bot_db {
+        crate::api::candy::bot_db::write(&store, path)?;
+    }
     let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
     let app = api::app(
         AppState {
@@ -155,6 +161,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             adguard: crate::jobs::adguard::AdGuardJob::start(store.clone()),
             monitoring: Arc::new(monitoring),
             v2ray_stat: Arc::new(settings.v2ray_stat.clone()),
+            candy: Arc::new(settings.candy.clone()),
         },
         base_path.as_deref(),
     );
@@ -163,9 +170,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let http_addr = listener.local_addr().map_err(|e| StartError::Http(settings.http, e))?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
         }

@@ -1,5 +1,6 @@
 //! HTTP APIs: one module per API family, each with its own router and error shape, merged here.
 
+pub mod candy;
 pub mod multi_server;
 pub mod openapi;
 pub mod v2ray_stat;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub monitoring: Arc<crate::monitoring::Monitoring>,
     /// The fleet-wide v2ray-stat API.
     pub v2ray_stat: Arc<v2ray_stat::V2rayStatSettings>,
+    /// The CandyPanel API's settings.
+    pub candy: Arc<candy::CandySettings>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
@@ -36,6 +39,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
     let routes = Router::new()
         .merge(multi_server::router())
         .merge(v2ray_stat::router(state.clone()))
+        .merge(candy::router())
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         // The web UI's feed lives beside the API, not under /api.
         .route("/ws", axum::routing::get(multi_server::feed::connect));

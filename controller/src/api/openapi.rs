@@ -559,6 +559,7 @@ mod tests {
             base_path: Some("/my-panel".into()),
             monitoring: Default::default(),
             v2ray_stat: Default::default(),
+            candy: Default::default(),
         })
         .await
         .unwrap();

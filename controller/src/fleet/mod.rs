@@ -65,6 +65,12 @@ pub struct NodeLive {
     /// just because the uptime moved).
     pub core: Option<CoreStatus>,
     pub core_reported_at: Option<std::time::Instant>,
+    /// The agent drives WireGuard.
+    pub wireguard_capable: bool,
+    /// Last WireGuard status the agent reported.
+    pub wireguard: Option<flotilla_protocol::wireguard::WgStatus>,
+    /// The metrics sample before `metrics` (host network rates are the difference).
+    pub previous_metrics: Option<MetricsSample>,
 }
 
 struct SessionSlot {
@@ -130,6 +136,7 @@ pub struct Fleet {
     endpoint: quinn::Endpoint,
     /// One lock per node so pushes of its proxy state reach the agent in revision order.
     push_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    wg_push_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -158,6 +165,7 @@ impl Fleet {
             next_request: AtomicU64::new(1),
             endpoint,
             push_locks: Mutex::new(HashMap::new()),
+            wg_push_locks: Mutex::new(HashMap::new()),
         });
         tokio::spawn(server::accept_loop(fleet.clone()));
         Ok(fleet)
@@ -275,6 +283,9 @@ impl Fleet {
             ip_limited: std::mem::take(&mut entry.live.ip_limited),
             core: entry.live.core.take(),
             core_reported_at: entry.live.core_reported_at.take(),
+            wireguard_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::WIREGUARD),
+            wireguard: entry.live.wireguard.take(),
+            previous_metrics: entry.live.previous_metrics.take(),
         };
         entry.session = Some(SessionSlot { id, conn });
         id

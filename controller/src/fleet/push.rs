@@ -9,6 +9,7 @@ use std::time::Duration;
 use flotilla_protocol::codec;
 use flotilla_protocol::proxy::ApplyReport;
 use flotilla_protocol::rpc::RequestKind;
+use flotilla_protocol::wireguard::WgApplyReport;
 use flotilla_protocol::NodeId;
 
 use super::{Fleet, FleetError};
@@ -51,7 +52,78 @@ impl PushOutcome {
     }
 }
 
+/// What happened to a WireGuard change on one node.
+#[derive(Debug, Clone)]
+pub enum WgPushOutcome {
+    /// The agent applied it; `failures` lists what the host refused.
+    Applied(WgApplyReport),
+    /// The node is offline (or does not drive WireGuard yet); the change is stored.
+    Queued,
+    /// The agent could not be reached in time or failed; the change is stored.
+    Failed(String),
+}
+
+impl WgPushOutcome {
+    /// One word for logs.
+    pub fn status(&self) -> &'static str {
+        match self {
+            WgPushOutcome::Applied(r) if r.failures.is_empty() => "applied",
+            WgPushOutcome::Applied(_) => "partial",
+            WgPushOutcome::Queued => "queued",
+            WgPushOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Errors to report.
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            WgPushOutcome::Applied(r) => r.failures.iter().map(|(what, why)| format!("{what}: {why}")).collect(),
+            WgPushOutcome::Queued => vec![],
+            WgPushOutcome::Failed(e) => vec![e.clone()],
+        }
+    }
+}
+
 impl Fleet {
+    fn wg_push_lock(&self, node: NodeId) -> Arc<tokio::sync::Mutex<()>> {
+        self.wg_push_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(node).or_default().clone()
+    }
+
+    /// Sends the node's desired WireGuard state to its agent and waits for it to apply. Pushes
+    /// to a node are serialised and each reads the state afresh; a push that waited behind
+    /// another whose state already covered its change finds nothing to do on the agent.
+    pub async fn push_wireguard(self: &Arc<Self>, node: NodeId) -> WgPushOutcome {
+        let live = self.live(node);
+        if !live.connected || !live.wireguard_capable {
+            return WgPushOutcome::Queued;
+        }
+        let lock = self.wg_push_lock(node);
+        let _serial = lock.lock().await;
+        let store = self.store.clone();
+        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let state = store.wg_state(node).map_err(|e| e.to_string())?;
+            codec::encode_body(&state).map_err(|e| format!("WireGuard state too large to send: {e}"))
+        })
+        .await;
+        let body = match encoded {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return WgPushOutcome::Failed(e),
+            Err(e) => return WgPushOutcome::Failed(e.to_string()),
+        };
+        match self.call(node, RequestKind::APPLY_WIREGUARD, body, PUSH_TIMEOUT).await {
+            Ok(answer) => match codec::decode_from::<WgApplyReport>(&answer) {
+                Ok(report) => {
+                    tracing::debug!(node_id = %node, revision = report.revision, added = report.peers_added,
+                        removed = report.peers_removed, "WireGuard state applied");
+                    WgPushOutcome::Applied(report)
+                }
+                Err(e) => WgPushOutcome::Failed(format!("unreadable answer: {e}")),
+            },
+            Err(FleetError::NotConnected(_)) => WgPushOutcome::Queued,
+            Err(e) => WgPushOutcome::Failed(e.to_string()),
+        }
+    }
+
     fn push_lock(&self, node: NodeId) -> Arc<tokio::sync::Mutex<()>> {
         self.push_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(node).or_default().clone()
     }

@@ -13,6 +13,7 @@ use flotilla_protocol::metrics::MetricsSample;
 use flotilla_protocol::proxy::{CoreStatus, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
 use flotilla_protocol::users::{LocalChanges, UserEvent};
+use flotilla_protocol::wireguard::{WgStatus, WgTrafficBatch};
 use flotilla_protocol::{NodeId, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -149,6 +150,16 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
         });
     }
 
+    // WireGuard: the agent restores its devices itself; a push brings it to the stored state
+    // (a no-op for peers that already match).
+    if hello.capabilities.contains(Capabilities::WIREGUARD) {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let outcome = fleet.push_wireguard(node).await;
+            tracing::info!(status = outcome.status(), errors = ?outcome.errors(), "WireGuard state pushed on connect");
+        });
+    }
+
     // The control stream is read by its own task: frame reads are not cancel-safe in a select.
     let (tx, mut rx) = mpsc::channel(64);
     let reader = tokio::spawn(flotilla_protocol::io::forward_messages(recv, tx));
@@ -189,6 +200,7 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                     EventKind::METRICS_SAMPLE => match codec::decode_from::<MetricsSample>(&event.body) {
                         Ok(sample) => {
                             fleet.update_live(node, session, |live| {
+                                live.previous_metrics = live.metrics.take();
                                 live.metrics = Some(sample);
                                 live.last_seen = Some(OffsetDateTime::now_utc());
                             });
@@ -246,6 +258,50 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                             });
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable user event dropped"),
+                    },
+                    EventKind::WG_TRAFFIC => {
+                        let batch = match codec::decode_from::<WgTrafficBatch>(&event.body) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                close(&conn, CloseCode::PROTOCOL_ERROR, "undecodable WireGuard traffic batch");
+                                break format!("undecodable WireGuard traffic batch: {e}");
+                            }
+                        };
+                        let store = fleet.store.clone();
+                        // Acked only after the commit, like proxy traffic.
+                        match tokio::task::spawn_blocking(move || store.apply_wg_traffic_batch(node, &batch)).await {
+                            Ok(Ok(_)) => {
+                                if let Err(e) = write_message(&mut send, Message::EventAck(EventAck { seq: event.seq })).await {
+                                    break format!("control stream write failed: {e}");
+                                }
+                            }
+                            Ok(Err(e)) => tracing::error!(error = %e, "cannot commit a WireGuard traffic batch; the agent will resend it"),
+                            Err(_) => break "WireGuard traffic commit task failed".to_string(),
+                        }
+                    }
+                    EventKind::WG_STATUS => match codec::decode_from::<WgStatus>(&event.body) {
+                        Ok(status) => {
+                            let cut: Vec<_> = status.cut_off.iter().map(|(p, why)| (p.public_key, *why)).collect();
+                            fleet.update_live(node, session, |live| {
+                                live.wireguard = Some(status);
+                                live.last_seen = Some(OffsetDateTime::now_utc());
+                            });
+                            if !cut.is_empty() {
+                                let store = fleet.store.clone();
+                                let fleet = fleet.clone();
+                                tokio::spawn(async move {
+                                    match tokio::task::spawn_blocking(move || store.record_wg_cut_offs(node, &cut)).await {
+                                        Ok(Ok(true)) => {
+                                            fleet.push_wireguard(node).await;
+                                        }
+                                        Ok(Ok(false)) => {}
+                                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot record WireGuard cut-offs"),
+                                        Err(_) => {}
+                                    }
+                                });
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable WireGuard status dropped"),
                     },
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },

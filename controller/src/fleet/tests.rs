@@ -30,6 +30,7 @@ async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
         base_path: None,
         monitoring: Default::default(),
         v2ray_stat: Default::default(),
+        candy: Default::default(),
     })
     .await
     .unwrap();
@@ -41,7 +42,12 @@ async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(link::run(
         state,
-        RunSettings { metrics_interval: Duration::from_secs(60), controller_override: Some(quic), core: None },
+        RunSettings {
+            metrics_interval: Duration::from_secs(60),
+            controller_override: Some(quic),
+            core: None,
+            wireguard: None,
+        },
         stopped,
     ));
 

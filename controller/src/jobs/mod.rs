@@ -2,3 +2,4 @@
 
 pub mod adguard;
 pub mod history;
+pub mod wireguard_reset;

@@ -168,4 +168,87 @@ pub const MIGRATIONS: &[&str] = &[
         last_id INTEGER NOT NULL
     );
     "#,
+    // 6: WireGuard (the CandyPanel API). `wg` is the fleet-wide interface number the API shows;
+    // the device on its node is named `wg{wg}`, so names never collide across nodes. Private keys
+    // are sealed with secret.key. Bearer sessions of API logins, the panel's settings, and the
+    // Telegram bot's users and orders.
+    r#"
+    CREATE TABLE wg_interfaces (
+        wg                 INTEGER PRIMARY KEY,
+        node_id            INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        private_key        BLOB NOT NULL,
+        public_key         TEXT NOT NULL,
+        port               INTEGER NOT NULL,
+        address_range      TEXT NOT NULL,
+        ipv6_address_range TEXT,
+        endpoint           TEXT,
+        status             INTEGER NOT NULL DEFAULT 1,
+        created_at         INTEGER NOT NULL,
+        UNIQUE (node_id, port)
+    );
+    CREATE TABLE wg_clients (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        name             TEXT NOT NULL UNIQUE,
+        wg               INTEGER NOT NULL REFERENCES wg_interfaces(wg) ON DELETE CASCADE,
+        public_key       TEXT NOT NULL UNIQUE,
+        private_key      BLOB NOT NULL,
+        address          TEXT NOT NULL,
+        ipv6_address     TEXT,
+        created_at       TEXT NOT NULL,
+        expires          TEXT NOT NULL,
+        expires_ms       INTEGER NOT NULL,
+        note             TEXT NOT NULL DEFAULT '',
+        traffic          TEXT NOT NULL,
+        quota_bytes      INTEGER NOT NULL,
+        used_down        INTEGER NOT NULL DEFAULT 0,
+        used_up          INTEGER NOT NULL DEFAULT 0,
+        status           INTEGER NOT NULL DEFAULT 1,
+        reset_generation INTEGER NOT NULL DEFAULT 0,
+        cut_off          TEXT,
+        UNIQUE (wg, address)
+    );
+    CREATE TABLE wg_revisions (
+        node_id  INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+        revision INTEGER NOT NULL
+    );
+    CREATE TABLE wg_traffic_cursors (
+        node_id INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+        journal INTEGER NOT NULL,
+        seq     INTEGER NOT NULL
+    );
+    CREATE TABLE api_sessions (
+        token_hash BLOB PRIMARY KEY,
+        username   TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE candy_settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE bot_users (
+        telegram_id       INTEGER PRIMARY KEY,
+        candy_client_name TEXT UNIQUE,
+        traffic_bought_gb REAL NOT NULL DEFAULT 0,
+        time_bought_days  INTEGER NOT NULL DEFAULT 0,
+        status            TEXT NOT NULL DEFAULT 'active',
+        created_at        TEXT NOT NULL,
+        language          TEXT NOT NULL DEFAULT 'en'
+    );
+    CREATE TABLE bot_transactions (
+        order_id         TEXT PRIMARY KEY,
+        telegram_id      INTEGER NOT NULL,
+        amount           REAL NOT NULL,
+        card_number_sent TEXT NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'pending',
+        requested_at     TEXT NOT NULL,
+        approved_at      TEXT,
+        admin_note       TEXT,
+        purchase_type    TEXT NOT NULL,
+        quantity         REAL NOT NULL DEFAULT 0,
+        time_quantity    REAL NOT NULL DEFAULT 0,
+        traffic_quantity REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX bot_transactions_status ON bot_transactions(status);
+    "#,
 ];

@@ -2,11 +2,14 @@
 //! migrations. All SQL lives under this module; the rest of the controller sees typed methods.
 
 mod adguard;
+mod bot;
+mod candy;
 mod history;
 mod migrations;
 mod proxy;
 mod secrets;
 mod users;
+mod wireguard;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,10 +21,16 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 pub use adguard::{AdGuardSample, AdGuardSourceChange, AdGuardSourceRecord, NewAdGuardSource, TopEntry};
+pub use bot::{BotTransaction, BotUser, BotUserStatus, Decision, NewBotTransaction, PurchaseType, TransactionStatus};
+pub use candy::CANDY_SETTINGS;
 pub use history::HistoryPoint;
 pub use proxy::{ClientFilter, ClientRecord, InboundRecord, NewClient, NewInbound};
 pub use secrets::SecretBox;
 pub use users::{AppliedChanges, ChangeRefusal};
+pub use wireguard::{
+    NewWgClient, NewWgInterface, WgClientChange, WgClientRecord, WgInterfaceChange, WgInterfaceRecord, WgRefusal,
+    WgStoreError,
+};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
