@@ -48,8 +48,13 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    // A test runs from target/<profile>/deps/<test>, a benchmark binary from target/<profile>.
+    let own = exe.parent().expect("exe dir");
+    let dir = if own.join("flotilla-controller").exists() {
+        own.to_path_buf()
+    } else {
+        own.parent().expect("target dir").to_path_buf()
+    };
     for bin in ["flotilla-controller", "flotilla-agent"] {
         assert!(
             dir.join(bin).exists(),
@@ -227,6 +232,9 @@ pub struct Host {
     pub addr: Option<Ipv4Addr>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// This host's own `/run/wireguard` (wireguard-go's socket directory), bind-mounted into
+    /// every agent process run on it: `None` for the machine's shared one.
+    pub wg_dir: Option<PathBuf>,
     config: PathBuf,
 }
 
@@ -284,16 +292,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-fn spawn_logged(ns: Option<&str>, program: &Path, args: &[String], log: &Path) -> Child {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    let mut cmd = match ns {
-        Some(ns) => {
+/// `program` on a host: in namespace `ns` (None: here), with `wg_dir` as its `/run/wireguard`.
+fn command_on(ns: Option<&str>, wg_dir: Option<&Path>, program: &Path) -> Command {
+    match (ns, wg_dir) {
+        (_, Some(dir)) => netns::with_wireguard_dir(ns, dir, program.as_os_str()),
+        (Some(ns), None) => {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", ns]).arg(program);
             c
         }
-        None => Command::new(program),
-    };
+        (None, None) => Command::new(program),
+    }
+}
+
+fn spawn_logged(ns: Option<&str>, program: &Path, args: &[String], log: &Path) -> Child {
+    spawn_logged_on(ns, None, program, args, log)
+}
+
+fn spawn_logged_on(ns: Option<&str>, wg_dir: Option<&Path>, program: &Path, args: &[String], log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let mut cmd = command_on(ns, wg_dir, program);
     cmd.args(args)
         .env("RUST_LOG", "info,flotilla_controller=debug,flotilla_agent=debug")
         .env("NO_COLOR", "1")
@@ -444,6 +462,11 @@ impl Fleet {
         eprintln!("harness: controller up in {:?}", started.elapsed());
     }
 
+    /// Pid of the running controller process.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs the controller (no chance to close links cleanly).
     pub fn kill_controller(&mut self) {
         if let Some(mut c) = self.controller.take() {
@@ -474,7 +497,8 @@ impl Fleet {
         let data_dir = self.tmp.path().join(format!("agent-{name}"));
         let config = self.tmp.path().join(format!("agent-{name}.toml"));
         std::fs::write(&config, "").unwrap();
-        Host { name: name.into(), ns, addr, data_dir, log: self.tmp.path().join(format!("agent-{name}.log")), config }
+        let log = self.tmp.path().join(format!("agent-{name}.log"));
+        Host { name: name.into(), ns, addr, data_dir, log, wg_dir: None, config }
     }
 
     /// Runs `flotilla-agent ARGS` once on `host` (enroll, status) and returns its output.
@@ -487,14 +511,7 @@ impl Fleet {
         ];
         full.extend(args.iter().map(|s| s.to_string()));
         let program = bin_dir().join("flotilla-agent");
-        let mut cmd = match &host.ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&program);
-                c
-            }
-            None => Command::new(&program),
-        };
+        let mut cmd = command_on(host.ns.as_deref(), host.wg_dir.as_deref(), &program);
         cmd.args(&full).env("NO_COLOR", "1").env("RUST_LOG", "warn").output().expect("run flotilla-agent")
     }
 
@@ -512,8 +529,24 @@ impl Fleet {
 
     /// Like [`Fleet::add_agent`], with `config` as the agent's `agent.toml`.
     pub fn add_agent_configured(&mut self, name: &str, config: &str) -> usize {
-        let (node_id, token) = self.create_node(name);
         let host = self.new_host(name);
+        self.add_agent_on(host, config)
+    }
+
+    /// Like [`Fleet::add_agent_configured`] for an agent that drives WireGuard: its host gets a
+    /// `/run/wireguard` of its own (kept across agent restarts), so agents of several fleets
+    /// and of one fleet can all create `wg0`. [`Fleet::agent_wg`] looks at its devices.
+    pub fn add_wireguard_agent(&mut self, name: &str, config: &str) -> usize {
+        let mut host = self.new_host(name);
+        let dir = self.tmp.path().join(format!("agent-{name}-run-wireguard"));
+        std::fs::create_dir_all(&dir).expect("wireguard socket dir");
+        host.wg_dir = Some(dir);
+        self.add_agent_on(host, config)
+    }
+
+    fn add_agent_on(&mut self, host: Host, config: &str) -> usize {
+        let name = host.name.clone();
+        let (node_id, token) = self.create_node(&name);
         std::fs::write(&host.config, config).unwrap();
         let out = self.agent_cmd(&host, &["enroll", &token]);
         assert!(
@@ -553,8 +586,8 @@ impl Fleet {
             args.extend(["--local-api".into(), agent.local_api.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        agent.child =
-            Some(spawn_logged(agent.host.ns.as_deref(), &bin_dir().join("flotilla-agent"), &args, &agent.host.log));
+        let (ns, wg_dir) = (agent.host.ns.as_deref(), agent.host.wg_dir.as_deref());
+        agent.child = Some(spawn_logged_on(ns, wg_dir, &bin_dir().join("flotilla-agent"), &args, &agent.host.log));
     }
 
     /// Starts agent `index`.
@@ -596,6 +629,22 @@ impl Fleet {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
         (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Runs `wg ARGS` on agent `index`'s host, against its own `/run/wireguard` (whether the
+    /// agent runs or not); stdout, or why it failed.
+    pub fn agent_wg(&self, index: usize, args: &[&str]) -> Result<String, String> {
+        let host = &self.agents[index].host;
+        let out = command_on(host.ns.as_deref(), host.wg_dir.as_deref(), Path::new("wg"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("wg {}: {e}", args.join(" ")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("wg {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
     }
 
     /// `flotilla-agent status --json` of agent `index`.
@@ -669,6 +718,8 @@ impl Drop for Fleet {
                 eprintln!("---- agent {} log ----\n{}", a.host.name, self.log_tail(&a.host.log, 30));
             }
         }
-        // Namespaces go with `net`'s own Drop.
+        // Now, before the temp dir goes: this ends what runs in the namespaces, daemons the
+        // agents started included, then deletes the namespaces.
+        drop(self.net.take());
     }
 }

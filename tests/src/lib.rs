@@ -5,3 +5,4 @@ pub mod bench_core;
 pub mod harness;
 pub mod netns;
 pub mod traffic;
+pub mod wireguard;

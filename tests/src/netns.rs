@@ -8,8 +8,11 @@
 //!
 //! Everything is deleted on drop; stale namespaces of crashed runs are removed by `.ci/run`.
 
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Highest slot; keeps 10.(100+S) inside 10.0.0.0/8.
 const MAX_SLOT: u8 = 150;
@@ -117,11 +120,53 @@ impl FleetNet {
     }
 }
 
+/// Kills every process in namespace `ns` and waits (at most 3 s) until none is left. Deleting a
+/// namespace only removes its name: processes started in it (daemons such as wireguard-go, which
+/// leave their parent) would keep running, and keep the network namespace alive.
+pub fn kill_all(ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let pids = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| o.stdout).unwrap_or_default();
+        let pids: Vec<String> = String::from_utf8_lossy(&pids).split_whitespace().map(str::to_string).collect();
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        let _ = Command::new("kill").arg("-KILL").args(&pids).stderr(Stdio::null()).status();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `program` to run in namespace `ns` (None: here) with `dir` bind-mounted on `/run/wireguard`
+/// in a mount namespace of its own: wireguard-go's socket directory is shared by every network
+/// namespace, so two devices named `wg0` in two namespaces would otherwise collide. `ip netns
+/// exec` already gives the process a private mount namespace (a slave of the host's: the mount
+/// does not leak out); outside a namespace `unshare -m` does. The exec chain keeps the pid, so
+/// the returned command's child is `program` itself.
+pub fn with_wireguard_dir(ns: Option<&str>, dir: &Path, program: &OsStr) -> Command {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c
+        }
+        None => {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private"]);
+            c
+        }
+    };
+    c.args(["sh", "-c", r#"mkdir -p /run/wireguard && mount --bind "$0" /run/wireguard && exec "$@""#]);
+    c.arg(dir).arg(program);
+    c
+}
+
 impl Drop for FleetNet {
     fn drop(&mut self) {
         for ns in self.agents.drain(..) {
+            kill_all(&ns);
             let _ = ip(&["netns", "del", &ns]);
         }
+        kill_all(&self.controller_ns());
         let _ = ip(&["netns", "del", &self.controller_ns()]);
         // The root end of the veth goes with its peer; delete explicitly in case it lingers.
         let _ = ip(&["link", "del", &format!("f{}-r", self.slot)]);

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use flotilla_tests::harness::{basic_header, bin_dir, free_port, wait_for};
+use flotilla_tests::harness::{basic_header, bin_dir, free_port, wait_for, Fleet};
+use flotilla_tests::netns;
+use flotilla_tests::wireguard::{self, WgPeer};
 use serde_json::Value;
 
 struct Demo {
@@ -18,10 +20,26 @@ struct Demo {
 
 impl Demo {
     fn start(dir: &std::path::Path, http: u16, quic: u16, local_api: u16) -> Demo {
+        Demo::start_on(dir, http, quic, local_api, None)
+    }
+
+    /// The demo on a host of its own: in namespace `ns` with its own `/run/wireguard` (`wg_dir`).
+    fn start_on(
+        dir: &std::path::Path,
+        http: u16,
+        quic: u16,
+        local_api: u16,
+        host: Option<(&str, &std::path::Path)>,
+    ) -> Demo {
         // An empty config file: the host's /etc/flotilla must not leak into the test.
         let config = dir.join("demo.toml");
         std::fs::write(&config, "").unwrap();
-        let mut child = Command::new(bin_dir().join("flotilla-controller"))
+        let program = bin_dir().join("flotilla-controller");
+        let mut command = match host {
+            Some((ns, wg_dir)) => netns::with_wireguard_dir(Some(ns), wg_dir, program.as_os_str()),
+            None => Command::new(program),
+        };
+        let mut child = command
             .current_dir(dir)
             .args(["demo", "--config"])
             .arg(&config)
@@ -95,7 +113,9 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     let text = banner.join("\n");
     assert!(text.contains(&format!("{base}/api/v1/")), "{text}");
     assert!(text.contains("curl -u"), "curl examples: {text}");
-    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 7, "{text}");
+    // Three more with WireGuard on this host (install, client, data).
+    let wireguard_lines = if text.contains("WireGuard, the CandyPanel API") { 3 } else { 0 };
+    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 7 + wireguard_lines, "{text}");
     let (user, password) = login(&banner);
     assert_eq!(user, "admin");
     assert!(password.len() >= 16, "generated password: {password}");
@@ -205,4 +225,58 @@ fn demo_proxy_works(dir: &std::path::Path, link: &str) {
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(got, 100_000);
+}
+
+/// The banner's WireGuard lines on a demo machine: install, log in, create a client; the config
+/// it returns brings up a real tunnel from another network namespace, and `/api/data` sees it.
+#[test]
+fn demo_wireguard_example_gives_a_config_that_brings_up_a_real_tunnel() {
+    if let Err(why) = wireguard::available() {
+        eprintln!("skipped: WireGuard end-to-end {why}");
+        return;
+    }
+    // The fleet gives the namespaces (its own controller is not used): one for the demo
+    // machine, one for the phone.
+    let mut fleet = Fleet::start();
+    let host = fleet.new_host("demo");
+    let (ns, addr) = (host.ns.clone().expect("namespace"), host.addr.expect("address"));
+    let dir = tempfile::tempdir().unwrap();
+    let wg_dir = dir.path().join("run-wireguard");
+    std::fs::create_dir_all(&wg_dir).unwrap();
+    let demo = Demo::start_on(dir.path(), 18080, 14433, 9952, Some((&ns, &wg_dir)));
+    let banner = demo.banner();
+    let text = banner.join("\n");
+    let example = |needle: &str| {
+        banner.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}")).trim().to_string()
+    };
+    // Run on the demo machine, as its operator would.
+    let run = |script: &str| -> Value {
+        let out = Command::new("ip").args(["netns", "exec", &ns, "sh", "-c", script]).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    // The printed server_ip is this machine's first address; the phone reaches it on the bridge.
+    let install = example("\"action\":\"install\"");
+    let printed = install.split("\"server_ip\":\"").nth(1).and_then(|r| r.split('"').next()).expect("server_ip");
+    let install = install.replace(&format!("\"server_ip\":\"{printed}\""), &format!("\"server_ip\":\"{addr}\""));
+    let installed = run(&install);
+    assert_eq!(installed["success"], Value::Bool(true), "{installed}");
+    let token = example("TOKEN=$(");
+    let created = run(&format!("{token}\n{}", example("\"resource\":\"client\"")));
+    assert_eq!(created["success"], Value::Bool(true), "{created}");
+    let config = created["data"]["client_config"].as_str().expect("client_config").to_string();
+    assert!(config.contains(&format!("Endpoint = {addr}:51820")), "{config}");
+
+    let phone = WgPeer::up(&mut fleet, "phone", &config, "10.66.0.1/24");
+    phone.wait_ping("10.66.0.1", Duration::from_secs(30));
+    let data_line = format!("{token}\n{}", example("/api/data"));
+    wait_for("the phone connected and counted in /api/data", Duration::from_secs(30), || {
+        let data = run(&data_line);
+        let client = data["data"]["clients"].as_array()?.iter().find(|c| c["name"] == "phone")?.clone();
+        let used = client["used_trafic"]["download"].as_u64()? + client["used_trafic"]["upload"].as_u64()?;
+        (client["connected_now"] == Value::Bool(true) && used > 0).then_some(())
+    });
+    drop(phone);
+    assert!(demo.interrupt().success(), "Ctrl-C exits with status 0");
 }

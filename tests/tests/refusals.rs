@@ -599,7 +599,7 @@ fn malformed_frames_after_a_valid_handshake_close_only_that_connection() {
     let welcomed = rt.block_on(async {
         let ep = flotilla_agent::link::tls::client_endpoint(addr).expect("endpoint");
         let facts = HostFacts { hostname: "refusals-probe".into(), ..HostFacts::default() };
-        let ctx = ServeContext { state: None, sampler: None, metrics_interval: Duration::from_secs(1), core: None };
+        let ctx = ServeContext { metrics_interval: Duration::from_secs(1), ..ServeContext::default() };
         let established = link::connect(&ep, &identity, addr, facts, &ctx).await.expect("a proper connect still works");
         let node = established.welcome.node_id;
         established.conn.close(quinn::VarInt::from_u32(CloseCode::SHUTDOWN.0), b"test done");
@@ -631,7 +631,7 @@ fn unknown_request_kind_is_answered_unsupported_and_the_link_stays() {
     let (conn, session) = rt.block_on(async {
         let ep = flotilla_agent::link::tls::client_endpoint(addr).expect("endpoint");
         let facts = HostFacts { hostname: "refusals-probe".into(), ..HostFacts::default() };
-        let ctx = ServeContext { state: None, sampler: None, metrics_interval: Duration::from_secs(1), core: None };
+        let ctx = ServeContext { metrics_interval: Duration::from_secs(1), ..ServeContext::default() };
         let established = link::connect(&ep, &identity, addr, facts, &ctx).await.expect("connect");
         let conn = established.conn.clone();
         let session = tokio::spawn(async move {
