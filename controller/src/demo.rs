@@ -119,6 +119,15 @@ pub async fn run(
             None
         }
     };
+    // The address a peer elsewhere reaches this machine at, for the install example.
+    let facts = flotilla_agent::facts::gather();
+    let server_ip = facts
+        .public_ips
+        .iter()
+        .chain(&facts.private_ips)
+        .find(|ip| ip.is_ipv4())
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
     let wireguard_note =
         wireguard.as_ref().map(|w| format!("the local agent drives {} WireGuard", w.backend().as_str()));
     let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
@@ -174,7 +183,7 @@ pub async fn run(
         Some(note) => {
             let json = "-H 'Content-Type: application/json'";
             println!("WireGuard, the CandyPanel API ({note}; CandyPanel's web UI and bot work against {base}):");
-            println!("  curl -X POST {base}/api/auth {json} -d '{{\"action\":\"install\",\"server_ip\":\"127.0.0.1\",\"wg_port\":\"51820\",\"wg_address_range\":\"10.66.0.1/24\",\"admin_user\":\"{user}\",\"admin_password\":\"{pw}\"}}'");
+            println!("  curl -X POST {base}/api/auth {json} -d '{{\"action\":\"install\",\"server_ip\":\"{server_ip}\",\"wg_port\":\"51820\",\"wg_address_range\":\"10.66.0.1/24\",\"admin_user\":\"{user}\",\"admin_password\":\"{pw}\"}}'");
             println!("  TOKEN=$(curl -s -X POST {base}/api/auth {json} -d '{{\"action\":\"login\",\"username\":\"{user}\",\"password\":\"{pw}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')");
             println!("  curl -X POST {base}/api/manage -H \"Authorization: Bearer $TOKEN\" {json} -d '{{\"resource\":\"client\",\"action\":\"create\",\"name\":\"phone\",\"expires\":\"2030-01-01\",\"traffic\":\"0\"}}'");
             println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/data");
