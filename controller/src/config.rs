@@ -46,7 +46,8 @@ pub struct CandyConfig {
     /// How long a login's bearer token stays valid [default: 24h].
     #[serde(default, with = "humantime_serde")]
     pub session_ttl: Option<Duration>,
-    /// CandyPanel's built web UI (`Frontend/dist`), served for its client pages.
+    /// CandyPanel's built web UI (`Frontend/dist`), served at `/` (the UI calls the origin it
+    /// was loaded from).
     pub ui_dir: Option<std::path::PathBuf>,
     /// SQLite file CandyPanel's `bot.py` reads its token and API credentials from (its
     /// `Backend/CandyPanel.db`); kept up to date when those settings change.

@@ -48,7 +48,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
         None => routes,
     };
     routes
-        .fallback(multi_server::not_found)
+        .fallback(candy::ui::fallback)
         .method_not_allowed_fallback(multi_server::method_not_allowed)
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod data;
 pub mod login;
 pub mod manage;
 pub mod public;
+pub mod ui;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,8 +35,8 @@ use crate::store::{StoreError, WgRefusal, WgStoreError};
 pub struct CandySettings {
     /// How long a login's bearer token stays valid.
     pub session_ttl: Duration,
-    /// CandyPanel's built web UI (`Frontend/dist`), served for `/shortlink/…` and unknown paths
-    /// outside the APIs; `None`: not served.
+    /// CandyPanel's built web UI (`Frontend/dist`), served at `/` and for any GET outside the
+    /// APIs (see [`ui`]); `None`: not served.
     pub ui_dir: Option<PathBuf>,
     /// SQLite file CandyPanel's `bot.py` reads its credentials from (see [`bot_db`]).
     pub bot_db: Option<PathBuf>,
