@@ -560,3 +560,81 @@ fn every_bad_input_is_refused_in_the_envelope() {
     assert_eq!(data["settings"]["mtu"], json!("1420"));
     candy.login("admin", &password);
 }
+
+/// Interfaces belong to nodes: the same port and range on two nodes are two interfaces (`wg0` on
+/// one, `wg1` on the other), each client config points at its own node, and a port taken on a
+/// node is refused there only.
+#[test]
+fn each_node_has_its_own_interfaces_and_ports() {
+    let test = "each_node_has_its_own_interfaces_and_ports";
+    let Some(WgFleet { mut fleet, agent, server_ip, candy }) = wg_fleet(test, "10.0.0.1/24", &[]) else {
+        return;
+    };
+    let second = fleet.add_wireguard_agent("wg-2", AGENT_CONFIG);
+    let node2 = fleet.agent(second).node_id;
+    fleet.wait_connected(&[node2], Duration::from_secs(20));
+    let second_ip = fleet.agent(second).host.addr.expect("address").to_string();
+    candy.manage_ok(&json!({
+        "resource": "interface", "action": "create", "address_range": "10.0.0.1/24", "port": 51820, "node_id": node2,
+    }));
+    let wg1 = wait_for("wg1 on the second node", Duration::from_secs(20), || {
+        agent_dump(&fleet, second, "wg1").ok().filter(|d| d.listen_port == 51820)
+    });
+    assert!(agent_dump(&fleet, agent, "wg1").is_err(), "wg1 is not on the first node");
+    assert!(agent_dump(&fleet, second, "wg0").is_err(), "wg0 is not on the second node");
+    let taken = candy.manage(&json!({
+        "resource": "interface", "action": "create", "address_range": "10.5.0.1/24", "port": 51820, "node_id": node2,
+    }));
+    refused(&taken, 400, "An interface with port 51820 already exists.");
+
+    let first = candy.create_client("on-first", 0, "0", &date_in(30));
+    let other = candy.create_client("on-second", 1, "0", &date_in(30));
+    assert_eq!(config_value(&first, "Endpoint"), Some(format!("{server_ip}:51820")));
+    assert_eq!(
+        config_value(&other, "Endpoint"),
+        Some(format!("{second_ip}:51820")),
+        "an interface on another node defaults to that node's address"
+    );
+    assert_eq!(config_value(&other, "PublicKey"), Some(wg1.public_key.clone()));
+    assert_eq!(config_value(&first, "Address"), config_value(&other, "Address"), "pools are per interface");
+    let a = WgPeer::up(&mut fleet, "first-peer", &first, "10.0.0.1/24");
+    let b = WgPeer::up(&mut fleet, "second-peer", &other, "10.0.0.1/24");
+    a.wait_ping("10.0.0.1", Duration::from_secs(30));
+    b.wait_ping("10.0.0.1", Duration::from_secs(30));
+    eventually("both clients connected, each on its own node", Duration::from_secs(20), || {
+        ["on-first", "on-second"].iter().all(|n| candy.client(n)["connected_now"] == json!(true))
+    });
+    assert!(agent_dump(&fleet, second, "wg1").unwrap().peer(&b.public_key).is_some());
+    assert!(agent_dump(&fleet, agent, "wg0").unwrap().peer(&b.public_key).is_none());
+}
+
+/// `reset_time` starts a new counter period on schedule: usage goes back to zero while the
+/// interface stays up and the peer keeps its session.
+#[test]
+fn reset_time_zeroes_counters_without_taking_the_interface_down() {
+    let test = "reset_time_zeroes_counters_without_taking_the_interface_down";
+    let Some(WgFleet { mut fleet, agent, candy, .. }) = wg_fleet(test, "10.0.0.1/24", &[]) else {
+        return;
+    };
+    let config = candy.create_client("period", 0, "0", &date_in(30));
+    let peer = WgPeer::up(&mut fleet, "period-peer", &config, "10.0.0.1/24");
+    peer.wait_ping("10.0.0.1", Duration::from_secs(30));
+    assert!(peer.ping("10.0.0.1", 5, 1000) >= 4);
+    eventually("usage counted", Duration::from_secs(20), || used(&candy.client("period")).0 > 5_000);
+    let before = agent_dump(&fleet, agent, "wg0").unwrap().peer(&peer.public_key).cloned().expect("peer");
+
+    // A period of 1.8 s; the sync runs the reset once it is due.
+    candy.manage_ok(&json!({ "resource": "setting", "action": "update", "key": "reset_time", "value": "0.0005" }));
+    std::thread::sleep(Duration::from_millis(2_000));
+    candy.manage_ok(&json!({ "resource": "sync", "action": "trigger" }));
+    let (down, up) = used(&candy.client("period"));
+    assert!(down + up < 1_000, "usage after the reset: {down} + {up}");
+    let after = agent_dump(&fleet, agent, "wg0").unwrap();
+    assert_eq!(after.listen_port, 51820, "the interface stayed up");
+    let now = after.peer(&peer.public_key).cloned().expect("the peer stayed on the device");
+    assert_eq!(now.latest_handshake, before.latest_handshake, "the session was not restarted");
+    assert!(peer.ping("10.0.0.1", 3, 56) >= 2, "traffic still flows");
+    // Counting goes on from zero.
+    eventually("new traffic counted after the reset", Duration::from_secs(20), || used(&candy.client("period")).0 > 0);
+    candy.manage_ok(&json!({ "resource": "setting", "action": "update", "key": "reset_time", "value": "0" }));
+}

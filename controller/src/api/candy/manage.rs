@@ -162,17 +162,38 @@ async fn create_interface(state: &AppState, fields: &Fields) -> Result<Done, Can
     let (Some(address_range), Some(port_number)) = (address_range, port_number) else {
         return Err(CandyError::bad("Missing address_range or port for interface creation"));
     };
+    let node_id = wireguard_node(state, fields.int("node_id")?).await?;
+    let endpoint = match fields.non_empty("endpoint")? {
+        Some(e) => Some(e.trim().to_string()),
+        None => default_endpoint(state, node_id).await?,
+    };
     let new = NewWgInterface {
-        node_id: wireguard_node(state, fields.int("node_id")?).await?,
+        node_id,
         port: port(port_number)?,
         address_range: range(&address_range)?,
         ipv6_address_range: fields.non_empty("ipv6_address_range")?.map(|r| range(&r)).transpose()?,
-        endpoint: fields.non_empty("endpoint")?.map(|e| e.trim().to_string()),
+        endpoint,
     };
     let store = state.store.clone();
     let iface = blocking(move || store.create_wg_interface(&new)).await?;
     clients::push_node(state, iface.node_id).await;
     Ok(Done::message("New Interface Created!"))
+}
+
+/// Where clients of a new interface on `node` connect when the request names no `endpoint`:
+/// the panel's `custom_endpont` on the node it was installed on (`None`), the node's own address
+/// on any other node (its `url` host, the public address its agent reports, else the address its
+/// link comes from).
+async fn default_endpoint(state: &AppState, node: NodeId) -> Result<Option<String>, CandyError> {
+    let store = state.store.clone();
+    let (record, interfaces) =
+        blocking(move || Ok::<_, StoreError>((store.node(node)?, store.wg_interfaces()?))).await?;
+    let install_node = interfaces.first().map(|i| i.node_id);
+    if install_node.is_none_or(|n| n == node) {
+        return Ok(None);
+    }
+    let record = record.ok_or_else(|| CandyError::bad(format!("Node {node} not found")))?;
+    Ok(crate::api::multi_server::node_address(&record, &state.fleet.live(node)))
 }
 
 /// `wg3` → 3.

@@ -19,8 +19,10 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri) -
     if let (Some(dir), false, true) = (&state.candy.ui_dir, api, method == Method::GET || method == Method::HEAD) {
         if let Some(file) = resolve(dir, path).await {
             if let Ok(body) = tokio::fs::read(&file).await {
-                let cache = if path.starts_with("/assets/") { "public, max-age=31536000, immutable" } else { "no-cache" };
-                return ([(header::CONTENT_TYPE, content_type(&file)), (header::CACHE_CONTROL, cache)], body).into_response();
+                let cache =
+                    if path.starts_with("/assets/") { "public, max-age=31536000, immutable" } else { "no-cache" };
+                return ([(header::CONTENT_TYPE, content_type(&file)), (header::CACHE_CONTROL, cache)], body)
+                    .into_response();
             }
         }
     }

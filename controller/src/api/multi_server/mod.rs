@@ -286,7 +286,7 @@ fn existing_node(state: &AppState, id: flotilla_protocol::NodeId) -> Result<crat
 
 /// The address clients reach the node at: the host of its `url`, else the public address its
 /// agent reported, else the address its link comes from.
-fn node_address(node: &crate::store::NodeRecord, live: &crate::fleet::NodeLive) -> Option<String> {
+pub(crate) fn node_address(node: &crate::store::NodeRecord, live: &crate::fleet::NodeLive) -> Option<String> {
     node.public_host
         .clone()
         .or_else(|| {
