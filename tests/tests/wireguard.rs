@@ -366,6 +366,13 @@ fn every_bad_input_is_refused_in_the_envelope() {
     let password = fleet.api.password.clone();
     let check = candy.api.request("GET", "/check", None, None);
     assert_eq!(check.body, json!({ "installed": false }));
+    // Unknown endpoints and wrong methods of this family answer in its envelope too.
+    refused(&candy.api.request("GET", "/api/manage", None, None), 405, "Method GET is not allowed on /api/manage");
+    refused(
+        &candy.api.request("POST", "/bot_api/user/nope", Some(b"{}"), None),
+        404,
+        "Unknown endpoint /bot_api/user/nope",
+    );
 
     let login = json!({ "action": "login", "username": "admin", "password": password });
     refused(&candy.auth(&login), 400, "CandyPanel is not installed. Please use the 'install' action.");

@@ -47,7 +47,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
         Some(prefix) => Router::new().nest(prefix, routes.clone()).merge(routes),
         None => routes,
     };
-    routes.fallback(candy::ui::fallback).method_not_allowed_fallback(multi_server::method_not_allowed).with_state(state)
+    routes.fallback(candy::ui::fallback).method_not_allowed_fallback(candy::ui::method_not_allowed).with_state(state)
 }
 
 /// Timestamp in the documents' format: ISO 8601 without offset (UTC), second precision.

@@ -61,6 +61,12 @@ pub fn router() -> Router<AppState> {
         .merge(bot::router())
 }
 
+/// Whether `path` belongs to this API family (its errors then use this family's envelope).
+pub fn is_candy_path(path: &str) -> bool {
+    ["/check", "/api/auth", "/api/manage", "/api/data"].contains(&path)
+        || ["/bot_api/", "/client-details/", "/qr/", "/shortlink/"].iter().any(|p| path.starts_with(p))
+}
+
 /// A failure, as `{"message": "…", "success": false}` with its status.
 #[derive(Debug)]
 pub struct CandyError {

@@ -26,7 +26,22 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri) -
             }
         }
     }
+    if super::is_candy_path(path) {
+        return super::CandyError::not_found(format!("Unknown endpoint {path}")).into_response();
+    }
     crate::api::multi_server::not_found().await.into_response()
+}
+
+/// The fallback for a known path and the wrong method, in the envelope of the path's family.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    if super::is_candy_path(uri.path()) {
+        let error = super::CandyError {
+            status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("Method {method} is not allowed on {}", uri.path()),
+        };
+        return error.into_response();
+    }
+    crate::api::multi_server::method_not_allowed().await.into_response()
 }
 
 /// The file for `path` under `dir`, else `dir/index.html`; never anything outside `dir`.
