@@ -9,4 +9,6 @@ pub mod facts;
 pub mod identity;
 pub mod link;
 pub mod local_api;
+pub mod logging;
+pub mod signals;
 pub mod state;

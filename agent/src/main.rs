@@ -87,18 +87,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check the configuration file, and that the WireGuard backend it names is present, then
+    /// exit: 0 when the agent can start with it, 2 when not (with the reason). systemd runs it
+    /// before starting and before reloading the service.
+    CheckConfig,
     /// Show enrollment and link status as recorded by the running agent.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn main() -> ExitCode {
@@ -112,7 +110,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log);
+    if matches!(cli.command, Command::CheckConfig) {
+        return check_config(&config_path, &config);
+    }
+    let log = flotilla_agent::logging::init(&config.log);
+    let reload = Reload { path: config_path, explicit, log };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     let runtime = match runtime {
         Ok(r) => r,
@@ -121,7 +123,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(real_main(cli, config)) {
+    match runtime.block_on(real_main(cli, config, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla-agent: {e:#}");
@@ -130,7 +132,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
+async fn real_main(cli: Cli, config: AgentConfig, reload: Reload) -> anyhow::Result<()> {
     let state = StateStore::open(&cli.data_dir)?;
     match cli.command {
         Command::Enroll { token, controller, force } => {
@@ -151,6 +153,8 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             stats_columns,
             wireguard_backend,
         } => {
+            // SIGHUP reloads; registered first, so an early `systemctl reload` cannot end us.
+            let hup = flotilla_agent::signals::hangup();
             let mut core_settings = config.core.clone();
             if let Some(i) = stats_interval {
                 core_settings.stats_interval = i;
@@ -183,7 +187,7 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                             tokio::time::sleep(Duration::from_secs(2)).await;
                         }
                     } => tracing::info!("enrolled; starting"),
-                    _ = wait_for_signal() => return Ok(()),
+                    _ = flotilla_agent::signals::stopped() => return Ok(()),
                 }
             }
             let api_settings = LocalApiSettings::from_config(
@@ -218,7 +222,7 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
                 }
             });
             let link = tokio::spawn(link::run(state, settings, rx));
-            wait_for_signal().await;
+            flotilla_agent::signals::stopped_reloading(hup, || reload.reload()).await;
             tracing::info!("stopping");
             let _ = tx.send(true);
             let result = match tokio::time::timeout(Duration::from_secs(5), link).await {
@@ -235,15 +239,39 @@ async fn real_main(cli: Cli, config: AgentConfig) -> anyhow::Result<()> {
             result
         }
         Command::Status { json } => status(&state, json),
+        Command::CheckConfig => unreachable!("handled before the runtime starts"),
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// `check-config`: the file loaded; the WireGuard backend it names must also be usable.
+fn check_config(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
+    if let Some(backend) = config.wireguard.backend.backend() {
+        if let Err(e) = flotilla_agent::drivers::wireguard::LinuxHost::probe(backend) {
+            eprintln!("flotilla-agent: config: {}: [wireguard] {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if path.exists() {
+        println!("flotilla-agent: config {} is valid", path.display());
+    } else {
+        println!("flotilla-agent: no config file at {}: the defaults apply", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// What a SIGHUP needs: where the configuration came from, and the log filter to replace.
+struct Reload {
+    path: PathBuf,
+    explicit: bool,
+    log: flotilla_agent::logging::LogFilter,
+}
+
+impl Reload {
+    /// Re-reads the configuration (SIGHUP; `systemctl reload`). The link, the drivers and their
+    /// workloads keep running.
+    fn reload(&self) {
+        let loaded = AgentConfig::load(&self.path, self.explicit).map(|c| c.log).map_err(|e| e.to_string());
+        self.log.apply_reloaded(&self.path, loaded);
     }
 }
 

@@ -1,7 +1,8 @@
 //! `flotilla-controller`: the fleet controller binary.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -98,6 +99,27 @@ enum Command {
     /// Manage built-in users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a backup archive of the data dir (mode 0600): a consistent copy of the store, taken
+    /// with SQLite's online backup API while `serve` keeps running, plus secret.key and the CA.
+    Backup {
+        /// The archive to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup archive into the data dir (stop the controller first). The archive is
+    /// checked completely before anything is replaced; replaced files are kept beside the new
+    /// ones as `<name>.before-restore-<unix time>`.
+    Restore {
+        /// The archive to restore.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a store already in the data dir.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Check the configuration file and exit: 0 when `serve` can start with it, 2 when not (with
+    /// the reason). systemd runs it before starting and before reloading the service.
+    CheckConfig,
 }
 
 /// `demo`: the controller's settings plus the local agent's.
@@ -154,9 +176,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(file.log.clone().unwrap_or_else(|| "info".into())));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if matches!(cli.command, Command::CheckConfig) {
+        return check_config(&config_path, &file);
+    }
+    let log = flotilla_agent::logging::init(file.log.as_deref().unwrap_or("info"));
+    let reload = Reload { path: config_path, explicit, log };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -164,7 +188,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(real_main(cli, file)) {
+    match runtime.block_on(real_main(cli, file, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla-controller: {e:#}");
@@ -247,15 +271,24 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
     }
 }
 
-async fn real_main(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
+async fn real_main(cli: Cli, file: FileConfig, reload: Reload) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            // SIGHUP reloads; registered first, so an early `systemctl reload` cannot end us.
+            let hup = flotilla_agent::signals::hangup();
             let running = server::start(settings(&args, &file, data_dir.clone(), false)).await?;
+            let password_file = data_dir.join(INITIAL_PASSWORD_FILE);
             match &running.admin {
-                AdminBootstrap::Generated { username, password } => println!(
+                // Shown only to a person at a terminal: under systemd, stdout is the journal,
+                // and passwords are never logged.
+                AdminBootstrap::Generated { username, password } if std::io::stdout().is_terminal() => println!(
                     "created administrator {username:?} with password {password:?} (also in {}; delete it once noted)",
-                    data_dir.join(INITIAL_PASSWORD_FILE).display()
+                    password_file.display()
+                ),
+                AdminBootstrap::Generated { username, .. } => println!(
+                    "created administrator {username:?}; its password is in {} (mode 0600; delete it once noted)",
+                    password_file.display()
                 ),
                 AdminBootstrap::Given { username } => {
                     tracing::info!(user = %username, "administrator set from flags/env")
@@ -266,7 +299,7 @@ async fn real_main(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                 "flotilla-controller listening: http://{} (API), quic://{} (agents)",
                 running.http_addr, running.quic_addr
             );
-            wait_for_signal().await;
+            flotilla_agent::signals::stopped_reloading(hup, || reload.reload()).await;
             tracing::info!("stopping");
             running.shutdown().await;
             Ok(())
@@ -275,11 +308,37 @@ async fn real_main(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("flotilla-demo"));
             let local_api = flotilla_agent::local_api::parse_listen(&args.local_api)
                 .map_err(|e| anyhow::anyhow!("--local-api: {e}"))?;
-            demo::run(settings(&args.serve, &file, data_dir, true), local_api, wait_for_signal()).await
+            demo::run(settings(&args.serve, &file, data_dir, true), local_api, flotilla_agent::signals::stopped()).await
         }
         Command::Node(cmd) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             node_command(cmd, &data_dir)
+        }
+        Command::CheckConfig => unreachable!("handled before the runtime starts"),
+        Command::Backup { out } => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let summary = flotilla_controller::backup::backup(&data_dir, &out)?;
+            println!(
+                "backup of {} written to {} ({} bytes, store schema {}, {} nodes)",
+                data_dir.display(),
+                out.display(),
+                summary.bytes,
+                summary.schema_version,
+                summary.nodes
+            );
+            Ok(())
+        }
+        Command::Restore { from, replace } => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let summary = flotilla_controller::backup::restore(&from, &data_dir, replace)?;
+            println!(
+                "restored {} into {} (store schema {}, {} nodes); start the controller",
+                from.display(),
+                data_dir.display(),
+                summary.schema_version,
+                summary.nodes
+            );
+            Ok(())
         }
         Command::User(UserCommand::Add { username, role, reset }) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -354,11 +413,56 @@ fn service_url(raw: &str) -> Result<String, String> {
     flotilla_controller::outbound::parse_http_url(raw)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// `check-config`: the file parsed; the values `serve` would refuse are refused here too.
+fn check_config(path: &Path, file: &FileConfig) -> ExitCode {
+    let fail = |what: String| {
+        eprintln!("flotilla-controller: config: {}: {what}", path.display());
+        ExitCode::from(2)
+    };
+    let base_path = match file.base_path.as_deref().map(server::parse_base_path).transpose() {
+        Ok(b) => b.filter(|b| !b.is_empty()),
+        Err(e) => return fail(format!("base_path: {e}")),
+    };
+    if let Err(e) = flotilla_controller::monitoring::Monitoring::new(&file.monitoring, base_path.as_deref()) {
+        return fail(format!("[monitoring] {e}"));
+    }
+    if let Some(tag) = &file.v2ray_stat.default_inbound_tag {
+        if let Err(e) = flotilla_protocol::v2ray_stat::validate_inbound_tag(tag) {
+            return fail(format!("[v2ray_stat] default_inbound_tag: {e}"));
+        }
+    }
+    if let Some(dir) = &file.candy.ui_dir {
+        if !dir.join("index.html").is_file() {
+            return fail(format!("[candy] ui_dir {}: no index.html there (a built Frontend/dist)", dir.display()));
+        }
+    }
+    if let Some(parent) = file.candy.bot_db.as_deref().and_then(Path::parent) {
+        if !parent.as_os_str().is_empty() && !parent.is_dir() {
+            return fail(format!("[candy] bot_db: directory {} does not exist", parent.display()));
+        }
+    }
+    if path.exists() {
+        println!("flotilla-controller: config {} is valid", path.display());
+    } else {
+        println!("flotilla-controller: no config file at {}: the defaults apply", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// What a SIGHUP needs: where the configuration came from, and the log filter to replace.
+struct Reload {
+    path: PathBuf,
+    explicit: bool,
+    log: flotilla_agent::logging::LogFilter,
+}
+
+impl Reload {
+    /// Re-reads the configuration (SIGHUP; `systemctl reload`). Links and HTTP clients stay
+    /// connected.
+    fn reload(&self) {
+        let loaded = FileConfig::load(&self.path, self.explicit)
+            .map(|f| f.log.unwrap_or_else(|| "info".into()))
+            .map_err(|e| e.to_string());
+        self.log.apply_reloaded(&self.path, loaded);
     }
 }
