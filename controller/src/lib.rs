@@ -4,6 +4,7 @@
 pub mod adguard;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod fleet;

@@ -500,6 +500,11 @@ impl Store {
     }
 }
 
+/// Highest store schema this build knows (and migrates to).
+pub fn schema_versions_known() -> i64 {
+    migrations::MIGRATIONS.len() as i64
+}
+
 /// Applies pending migrations in one transaction each.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = migrations::MIGRATIONS.len() as i64;
