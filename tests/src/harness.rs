@@ -254,6 +254,11 @@ impl Agent {
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
+
+    /// Pid of the running agent process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 /// A controller plus agents, torn down on drop.
@@ -425,7 +430,8 @@ impl Fleet {
         self.tmp.path().join("controller")
     }
 
-    fn controller_log(&self) -> PathBuf {
+    /// The controller's log file.
+    pub fn controller_log(&self) -> PathBuf {
         self.tmp.path().join("controller.log")
     }
 
