@@ -167,3 +167,34 @@ fn off_a_terminal_logs_are_plain_the_password_stays_in_its_file_and_backups_rest
     let stdout = std::fs::read_to_string(logs.join("stdout")).unwrap();
     assert!(!stdout.contains("created administrator"), "the restored store has its admin: {stdout}");
 }
+
+/// The packaged units pass `systemd-analyze verify` and stay within their exposure budgets
+/// (controller ≤ 2.0, agent ≤ 7.0, as `systemd-analyze security` scores them).
+#[test]
+fn units_verify_and_stay_within_their_exposure_budgets() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: systemd-analyze not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    for (name, budget) in [("flotilla-controller", 2.0), ("flotilla-agent", 7.0)] {
+        // `verify` checks that ExecStart exists on this machine: point it at the built binary.
+        let text = std::fs::read_to_string(units.join(format!("{name}.service"))).unwrap();
+        let text = text.replace(&format!("/usr/bin/{name}"), &bin_dir().join(name).display().to_string());
+        let unit = dir.path().join(format!("{name}.service"));
+        std::fs::write(&unit, text).unwrap();
+        let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+        let says = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success() && says.trim().is_empty(), "{name}: {says}");
+        let out = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit).output().unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        let score: f64 = report
+            .lines()
+            .find_map(|l| {
+                l.split("Overall exposure level for").nth(1)?.split(':').nth(1)?.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("{name}: no score in {report}"));
+        assert!(score <= budget, "{name}: exposure {score} > {budget}\n{report}");
+    }
+}
