@@ -40,7 +40,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent: connect to the controller and serve until stopped (SIGINT/SIGTERM).
+    /// Run the agent: connect to the controller and serve until stopped (SIGINT/SIGTERM;
+    /// SIGHUP reloads the configuration). Exits with status 78 when the controller revoked this
+    /// node's identity (node deleted, certificate superseded): re-enroll, then run again.
     ///
     /// With a WireGuard backend configured ([wireguard] backend, or --wireguard-backend), the
     /// agent checks at start that it works (the module, or wireguard-go) and refuses to start
@@ -127,7 +129,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla-agent: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<link::LinkError>() {
+                Some(link::LinkError::Revoked(_)) => ExitCode::from(link::EXIT_REVOKED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -221,13 +226,21 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: Reload) -> anyhow::Res
                     tracing::error!(error = %e, "local v2ray-stat API not running");
                 }
             });
-            let link = tokio::spawn(link::run(state, settings, rx));
-            flotilla_agent::signals::stopped_reloading(hup, || reload.reload()).await;
+            let mut link = tokio::spawn(link::run(state, settings, rx));
+            // The link ends by itself only when the controller revoked this node.
+            let ended = tokio::select! {
+                _ = flotilla_agent::signals::stopped_reloading(hup, || reload.reload()) => None,
+                ended = &mut link => Some(ended),
+            };
             tracing::info!("stopping");
             let _ = tx.send(true);
-            let result = match tokio::time::timeout(Duration::from_secs(5), link).await {
-                Ok(Ok(result)) => result.map_err(Into::into),
-                _ => Ok(()),
+            let result = match ended {
+                Some(Ok(result)) => result.map_err(Into::into),
+                Some(Err(e)) => Err(anyhow::anyhow!("link task failed: {e}")),
+                None => match tokio::time::timeout(Duration::from_secs(5), link).await {
+                    Ok(Ok(result)) => result.map_err(Into::into),
+                    _ => Ok(()),
+                },
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
             if let Some(core) = core {

@@ -255,6 +255,11 @@ impl Agent {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// The agent process's exit status, once it has exited by itself.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Pid of the running agent process.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

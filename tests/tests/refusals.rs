@@ -297,9 +297,11 @@ fn deleted_node_is_disconnected_at_once_and_refused_afterwards() {
     let log = fleet.controller_log_text();
     assert!(log.contains("node deleted; its agent is disconnected and refused from now on"), "{log}");
 
-    // The agent keeps running; the other node is untouched.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(fleet.agent(doomed).is_running(), "the agent of a deleted node must keep running");
+    // No retry can succeed: the agent stops with the status systemd does not restart on. The
+    // other node is untouched.
+    let exited =
+        wait_for("the deleted node's agent to exit", Duration::from_secs(10), || fleet.agent(doomed).exit_status());
+    assert_eq!(exited.code(), Some(i32::from(flotilla_agent::link::EXIT_REVOKED)), "{exited:?}");
     assert_eq!(link_state(&fleet.agent_status(doomed)), "refused");
     fleet.wait_connected(&[keeper_id], Duration::from_secs(1));
 
@@ -312,8 +314,8 @@ fn deleted_node_is_disconnected_at_once_and_refused_afterwards() {
         (link_state(&s) == "refused" && detail.contains("TLS")).then_some(s)
     });
     eprintln!("after restart: {}", status["link"]);
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(fleet.agent(doomed).is_running(), "a refused agent waits, it does not exit");
+    let exited = wait_for("the restarted agent to exit", Duration::from_secs(10), || fleet.agent(doomed).exit_status());
+    assert_eq!(exited.code(), Some(i32::from(flotilla_agent::link::EXIT_REVOKED)), "revoked at the handshake too");
     assert!(fleet.availability(doomed_id).is_none());
     fleet.wait_connected(&[keeper_id], Duration::from_secs(1));
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use flotilla_tests::harness::{bin_dir, Fleet, FleetOptions};
+use flotilla_tests::harness::{bin_dir, wait_for, Fleet, FleetOptions};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -136,6 +136,10 @@ impl ExtraAgent {
 
     fn is_running(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_none()
+    }
+
+    fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     fn log_text(&self) -> String {
@@ -469,7 +473,10 @@ fn certificate_renewal_over_the_link() {
     for line in stale.log_text().lines().filter(|l| l.contains("unreachable") || l.contains("refuses")) {
         eprintln!("renewal: stale agent: {line}");
     }
-    assert!(stale.is_running(), "a refused agent keeps running (and waits)");
+    // Revoked (superseded) rather than merely unreachable: it stops with the status systemd
+    // does not restart on.
+    let exited = wait_for("the pre-renewal copy to exit", Duration::from_secs(10), || stale.exit_status());
+    assert_eq!(exited.code(), Some(i32::from(flotilla_agent::link::EXIT_REVOKED)), "{exited:?}");
     // The genuine agent was not disturbed by the stale one.
     assert!(available(&fleet, id));
     assert_eq!(link_state(&fleet.agent_status(a)), "connected");

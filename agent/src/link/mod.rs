@@ -49,6 +49,10 @@ pub enum LinkError {
     Connect(SocketAddr, String),
     #[error("controller refused this node: {0}")]
     Refused(String),
+    /// The controller says this identity is revoked (node deleted, certificate superseded):
+    /// no retry can succeed; only a new enrollment can.
+    #[error("controller revoked this node's identity: {0}")]
+    Revoked(String),
     #[error("another agent with this node's identity took over the link (cloned host or data dir?)")]
     Replaced,
     #[error("controller requires an agent upgrade: {0}")]
@@ -65,7 +69,7 @@ impl LinkError {
     /// The status to record for a link that ended this way.
     fn state(&self) -> LinkState {
         match self {
-            LinkError::Refused(_) => LinkState::Refused,
+            LinkError::Refused(_) | LinkError::Revoked(_) => LinkState::Refused,
             LinkError::Replaced => LinkState::Replaced,
             _ => LinkState::Disconnected,
         }
@@ -76,13 +80,23 @@ impl LinkError {
 /// two agents sharing one identity push each other off the link in a loop.
 const SLOW_RETRY: Duration = Duration::from_secs(30);
 
+/// QUIC's code for the TLS alert `certificate_revoked` (crypto errors are 0x100 + the alert):
+/// what the controller answers for a deleted node's or a superseded certificate.
+const TLS_ALERT_CERTIFICATE_REVOKED: u64 = 0x100 + 44;
+
+/// Exit status of `flotilla-agent run` when the controller revoked this node's identity; the
+/// systemd unit's `RestartPreventExitStatus=` stops restarting on it.
+pub const EXIT_REVOKED: u8 = 78;
+
 /// Turns a QUIC connection error into a link error, recognising refusals of our certificate.
 fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
     use quinn::ConnectionError as C;
     match e {
         C::ApplicationClosed(ac) => {
             let code = CloseCode(ac.error_code.into_inner() as u32);
-            if code == CloseCode::REVOKED || code == CloseCode::CERTIFICATE_REQUIRED {
+            if code == CloseCode::REVOKED {
+                LinkError::Revoked(code.describe().into())
+            } else if code == CloseCode::CERTIFICATE_REQUIRED {
                 LinkError::Refused(code.describe().into())
             } else if code == CloseCode::REPLACED {
                 LinkError::Replaced
@@ -92,6 +106,9 @@ fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
         }
         // A TLS alert during the handshake: the controller rejected our certificate (revoked,
         // unknown CA) or we rejected its.
+        C::ConnectionClosed(cc) if u64::from(cc.error_code) == TLS_ALERT_CERTIFICATE_REVOKED => {
+            LinkError::Revoked(format!("TLS handshake rejected: {cc}"))
+        }
         C::ConnectionClosed(cc) if (0x100..0x200).contains(&u64::from(cc.error_code)) => {
             LinkError::Refused(format!("TLS handshake rejected: {cc}"))
         }
@@ -705,6 +722,11 @@ pub async fn run(
                 Err(e) => (e, false),
             };
             match &e {
+                LinkError::Revoked(_) => {
+                    tracing::error!(controller = %addr, error = %e, "stopping: re-enroll this host with a new token (flotilla-agent enroll --force TOKEN), then start the agent");
+                    record(e.state(), None, Some(&e.to_string()));
+                    return Err(e);
+                }
                 LinkError::Refused(_) => {
                     tracing::error!(controller = %addr, error = %e, "controller refuses this node; re-enroll with a new token")
                 }
