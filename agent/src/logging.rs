@@ -55,6 +55,39 @@ impl LogFilter {
     }
 }
 
+/// Reads a configuration file's log filter (or says why the file does not load).
+type ReadFilter = Box<dyn Fn(&std::path::Path) -> Result<String, String> + Send + Sync>;
+
+/// What a SIGHUP reload needs: where the configuration came from, how to read its log filter
+/// again, and the filter to replace.
+pub struct ConfigReload {
+    path: std::path::PathBuf,
+    log: LogFilter,
+    read_filter: ReadFilter,
+}
+
+impl std::fmt::Debug for ConfigReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigReload").field("path", &self.path).finish()
+    }
+}
+
+impl ConfigReload {
+    /// `read_filter` loads the file at the path and returns its `log` filter (or why it failed).
+    pub fn new(
+        path: std::path::PathBuf,
+        log: LogFilter,
+        read_filter: impl Fn(&std::path::Path) -> Result<String, String> + Send + Sync + 'static,
+    ) -> ConfigReload {
+        ConfigReload { path, log, read_filter: Box::new(read_filter) }
+    }
+
+    /// Re-reads the configuration (SIGHUP; `systemctl reload`). Links and workloads keep running.
+    pub fn reload(&self) {
+        self.log.apply_reloaded(&self.path, (self.read_filter)(&self.path));
+    }
+}
+
 /// Installs the global subscriber: `default` as the filter unless `RUST_LOG` is set; colours
 /// only when stderr is a terminal and `NO_COLOR` is unset.
 pub fn init(default: &str) -> LogFilter {

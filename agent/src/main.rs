@@ -116,7 +116,9 @@ fn main() -> ExitCode {
         return check_config(&config_path, &config);
     }
     let log = flotilla_agent::logging::init(&config.log);
-    let reload = Reload { path: config_path, explicit, log };
+    let reload = flotilla_agent::logging::ConfigReload::new(config_path, log, move |path| {
+        AgentConfig::load(path, explicit).map(|c| c.log).map_err(|e| e.to_string())
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     let runtime = match runtime {
         Ok(r) => r,
@@ -137,7 +139,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn real_main(cli: Cli, config: AgentConfig, reload: Reload) -> anyhow::Result<()> {
+async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::logging::ConfigReload) -> anyhow::Result<()> {
     let state = StateStore::open(&cli.data_dir)?;
     match cli.command {
         Command::Enroll { token, controller, force } => {
@@ -270,22 +272,6 @@ fn check_config(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
         println!("flotilla-agent: no config file at {}: the defaults apply", path.display());
     }
     ExitCode::SUCCESS
-}
-
-/// What a SIGHUP needs: where the configuration came from, and the log filter to replace.
-struct Reload {
-    path: PathBuf,
-    explicit: bool,
-    log: flotilla_agent::logging::LogFilter,
-}
-
-impl Reload {
-    /// Re-reads the configuration (SIGHUP; `systemctl reload`). The link, the drivers and their
-    /// workloads keep running.
-    fn reload(&self) {
-        let loaded = AgentConfig::load(&self.path, self.explicit).map(|c| c.log).map_err(|e| e.to_string());
-        self.log.apply_reloaded(&self.path, loaded);
-    }
 }
 
 fn status(state: &StateStore, json: bool) -> anyhow::Result<()> {

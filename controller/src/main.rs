@@ -180,7 +180,9 @@ fn main() -> ExitCode {
         return check_config(&config_path, &file);
     }
     let log = flotilla_agent::logging::init(file.log.as_deref().unwrap_or("info"));
-    let reload = Reload { path: config_path, explicit, log };
+    let reload = flotilla_agent::logging::ConfigReload::new(config_path, log, move |path| {
+        FileConfig::load(path, explicit).map(|f| f.log.unwrap_or_else(|| "info".into())).map_err(|e| e.to_string())
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -271,7 +273,7 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
     }
 }
 
-async fn real_main(cli: Cli, file: FileConfig, reload: Reload) -> anyhow::Result<()> {
+async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::ConfigReload) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -447,22 +449,4 @@ fn check_config(path: &Path, file: &FileConfig) -> ExitCode {
         println!("flotilla-controller: no config file at {}: the defaults apply", path.display());
     }
     ExitCode::SUCCESS
-}
-
-/// What a SIGHUP needs: where the configuration came from, and the log filter to replace.
-struct Reload {
-    path: PathBuf,
-    explicit: bool,
-    log: flotilla_agent::logging::LogFilter,
-}
-
-impl Reload {
-    /// Re-reads the configuration (SIGHUP; `systemctl reload`). Links and HTTP clients stay
-    /// connected.
-    fn reload(&self) {
-        let loaded = FileConfig::load(&self.path, self.explicit)
-            .map(|f| f.log.unwrap_or_else(|| "info".into()))
-            .map_err(|e| e.to_string());
-        self.log.apply_reloaded(&self.path, loaded);
-    }
 }
