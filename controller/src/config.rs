@@ -37,6 +37,18 @@ pub struct FileConfig {
     /// `[candy]`: the CandyPanel (WireGuard) API.
     #[serde(default)]
     pub candy: CandyConfig,
+    /// `[install]`: the one-line node install.
+    #[serde(default)]
+    pub install: InstallConfig,
+}
+
+/// `[install]` of `controller.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// The flotilla-agent .deb new hosts download (`curl …/install.sh | sh -s -- TOKEN`); unset:
+    /// no one-liner is offered.
+    pub agent_package: Option<std::path::PathBuf>,
 }
 
 /// `[candy]` of `controller.toml`.

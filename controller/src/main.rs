@@ -230,6 +230,9 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             heartbeat_interval: args.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5)),
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
+        install: flotilla_controller::api::install::InstallSettings {
+            agent_package: file.install.agent_package.clone(),
+        },
         candy: {
             let defaults = flotilla_controller::api::candy::CandySettings::default();
             flotilla_controller::api::candy::CandySettings {

@@ -135,6 +135,12 @@ impl Pki {
         Ok(())
     }
 
+    /// Signs `data` with the CA key (ECDSA P-256 with SHA-256, an ASN.1 DER signature, as
+    /// `openssl dgst -sha256 -verify` checks it against the CA certificate's public key).
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, PkiError> {
+        Ok(rcgen::SigningKey::sign(self.issuer.key(), data)?)
+    }
+
     /// DER of the CA certificate.
     pub fn ca_der(&self) -> &CertificateDer<'static> {
         &self.ca_der

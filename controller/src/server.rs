@@ -34,6 +34,8 @@ pub struct Settings {
     pub v2ray_stat: crate::api::v2ray_stat::V2rayStatSettings,
     /// The CandyPanel API (`[candy]`).
     pub candy: crate::api::candy::CandySettings,
+    /// The one-line node install (`[install]`).
+    pub install: crate::api::install::InstallSettings,
 }
 
 /// Validates a `--base-path`: `/` followed by path segments, no trailing slash (`/` alone = none).
@@ -162,6 +164,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             monitoring: Arc::new(monitoring),
             v2ray_stat: Arc::new(settings.v2ray_stat.clone()),
             candy: Arc::new(settings.candy.clone()),
+            install: Arc::new(settings.install.clone()),
         },
         base_path.as_deref(),
     );

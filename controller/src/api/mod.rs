@@ -1,6 +1,7 @@
 //! HTTP APIs: one module per API family, each with its own router and error shape, merged here.
 
 pub mod candy;
+pub mod install;
 pub mod multi_server;
 pub mod openapi;
 pub mod v2ray_stat;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub v2ray_stat: Arc<v2ray_stat::V2rayStatSettings>,
     /// The CandyPanel API's settings.
     pub candy: Arc<candy::CandySettings>,
+    /// The one-line node install.
+    pub install: Arc<install::InstallSettings>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
@@ -40,6 +43,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
         .merge(multi_server::router())
         .merge(v2ray_stat::router(state.clone()))
         .merge(candy::router())
+        .merge(install::router())
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         // The web UI's feed lives beside the API, not under /api.
         .route("/ws", axum::routing::get(multi_server::feed::connect));

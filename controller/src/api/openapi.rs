@@ -560,6 +560,7 @@ mod tests {
             monitoring: Default::default(),
             v2ray_stat: Default::default(),
             candy: Default::default(),
+            install: Default::default(),
         })
         .await
         .unwrap();

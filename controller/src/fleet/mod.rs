@@ -186,6 +186,11 @@ impl Fleet {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The controller's CA.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
     /// The store behind the fleet.
     pub fn store(&self) -> &Store {
         &self.store

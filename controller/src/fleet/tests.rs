@@ -31,6 +31,7 @@ async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
         monitoring: Default::default(),
         v2ray_stat: Default::default(),
         candy: Default::default(),
+        install: Default::default(),
     })
     .await
     .unwrap();

@@ -97,6 +97,10 @@ pub struct NodeWithToken {
     pub join_token_expires_at: String,
     /// What to run on the node's host.
     pub enroll_command: String,
+    /// The one-liner that installs, enrolls and starts the agent on a fresh Debian host
+    /// (present when the controller offers an agent package, `[install] agent_package`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_command: Option<String>,
 }
 
 /// `DELETE /api/v1/nodes/{node_id}` answer.
@@ -125,13 +129,14 @@ impl Node {
         }
     }
 
-    fn with_token(self, issued: &IssuedToken) -> NodeWithToken {
+    fn with_token(self, issued: &IssuedToken, install_command: Option<String>) -> NodeWithToken {
         NodeWithToken {
             node: self,
             status: "success".into(),
             join_token: issued.token.clone(),
             join_token_expires_at: timestamp(issued.expires_at),
             enroll_command: format!("flotilla-agent enroll {}", issued.token),
+            install_command,
         }
     }
 }
@@ -200,6 +205,8 @@ pub async fn get_one(
 pub async fn create(
     _: BasicUser,
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    uri: axum::extract::OriginalUri,
     JsonBody(body): JsonBody<CreateNode>,
 ) -> Result<Json<NodeWithToken>, ApiError> {
     let name = validate_name(body.name)?;
@@ -222,7 +229,8 @@ pub async fn create(
     let node = state.store.create_node(&new)?;
     let issued = state.fleet.issue_join_token(node.id)?;
     tracing::info!(node_id = %node.id, name = %node.name, "node created");
-    Ok(Json(Node::of(&state, &node).with_token(&issued)))
+    let install = crate::api::install::command(&state, &headers, uri.path(), &issued.token);
+    Ok(Json(Node::of(&state, &node).with_token(&issued, install)))
 }
 
 /// Issue a new join token for a node.
@@ -245,11 +253,14 @@ pub async fn create(
 pub async fn new_join_token(
     _: BasicUser,
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    uri: axum::extract::OriginalUri,
     NodeIdPath(id): NodeIdPath,
 ) -> Result<Json<NodeWithToken>, ApiError> {
     let node = existing_node(&state, id)?;
     let issued = state.fleet.issue_join_token(node.id)?;
-    Ok(Json(Node::of(&state, &node).with_token(&issued)))
+    let install = crate::api::install::command(&state, &headers, uri.path(), &issued.token);
+    Ok(Json(Node::of(&state, &node).with_token(&issued, install)))
 }
 
 /// Delete a node.
