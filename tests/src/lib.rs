@@ -3,6 +3,7 @@
 
 pub mod bench_core;
 pub mod harness;
+pub mod lxc;
 pub mod netns;
 pub mod traffic;
 pub mod wireguard;

@@ -1,0 +1,365 @@
+//! The two Debian packages on a real systemd, each test in throwaway Debian LXC containers (see
+//! `flotilla_tests::lxc`): install, files and owners, the sandbox score, reload, crash restart,
+//! enrollment against the packaged controller, the revoked agent's exit 78 staying down, remove
+//! and purge.
+//!
+//! Nothing is built here: the .deb files come from `FLOTILLA_DEB_DIR` (`.ci/run` builds them with
+//! cargo-deb). Without it, without root or without LXC the tests skip with a message.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flotilla_tests::harness::{basic_header, wait_for};
+use flotilla_tests::lxc::{self, Container};
+use serde_json::Value;
+
+/// The .deb of `package` in FLOTILLA_DEB_DIR, or why the tests cannot run.
+fn deb(package: &str) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("FLOTILLA_DEB_DIR")
+        .ok_or("FLOTILLA_DEB_DIR is not set (directory with the two .deb files)")?;
+    let dir = PathBuf::from(dir);
+    let prefix = format!("{package}_");
+    let found = std::fs::read_dir(&dir)
+        .map_err(|e| format!("FLOTILLA_DEB_DIR={}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        });
+    found.ok_or_else(|| format!("no {prefix}*.deb in FLOTILLA_DEB_DIR={}", dir.display()))
+}
+
+/// The packages needed, or None after saying why the test is skipped.
+fn prerequisites(packages: &[&str]) -> Option<Vec<PathBuf>> {
+    let mut debs = Vec::new();
+    for p in packages {
+        match deb(p) {
+            Ok(path) => debs.push(path),
+            Err(why) => {
+                eprintln!("skipping the package test: {why}");
+                return None;
+            }
+        }
+    }
+    if let Some(why) = lxc::unavailable() {
+        eprintln!("skipping the package test: {why}");
+        return None;
+    }
+    Some(debs)
+}
+
+/// Copies the .deb in and installs it with apt (dependencies from the golden base).
+fn install(c: &Container, deb: &Path) {
+    let name = deb.file_name().unwrap().to_str().unwrap();
+    c.push(deb, &format!("/tmp/{name}"));
+    let start = Instant::now();
+    let (code, out) =
+        c.sh_limit(Duration::from_secs(180), &format!("apt-get install -y --no-install-recommends /tmp/{name} 2>&1"));
+    assert_eq!(code, 0, "apt-get install {name}:\n{out}");
+    eprintln!("{}: installed {name} in {:.1?}", c.name, start.elapsed());
+}
+
+fn stat(c: &Container, path: &str) -> String {
+    c.ok(&format!("stat -c '%a %U %G' {path}"))
+}
+
+fn exposure(c: &Container, unit: &str) -> f64 {
+    let (_, out) = c.sh(&format!("systemd-analyze security --no-pager {unit} 2>&1"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure line for {unit}:\n{out}"));
+    let score = line.split(':').nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok());
+    let score = score.unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    eprintln!("{}: {unit} exposure {score}", c.name);
+    score
+}
+
+fn main_pid(c: &Container, unit: &str) -> u32 {
+    c.show(unit, "MainPID").parse().unwrap_or(0)
+}
+
+/// Waits until `unit` is active with a main PID other than `old`; returns the new PID.
+fn wait_restarted(c: &Container, unit: &str, old: u32, limit: Duration) -> u32 {
+    wait_unit(c, unit, "a restart by systemd", limit, || {
+        let pid = main_pid(c, unit);
+        (c.show(unit, "ActiveState") == "active" && pid != 0 && pid != old).then_some(pid)
+    })
+}
+
+/// Like `wait_for`, but a timeout panics with the unit's status and journal.
+fn wait_unit<T>(c: &Container, unit: &str, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            let status = c.sh(&format!("systemctl status --no-pager -n 0 {unit} 2>&1")).1;
+            let log = c.sh(&format!("journalctl -u {unit} --no-pager -n 40 2>&1")).1;
+            panic!("{}: timed out after {limit:?} waiting for {what}\n{status}\n{log}", c.name);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn journal(c: &Container, unit: &str) -> String {
+    c.sh(&format!("journalctl -u {unit} --no-pager -o cat 2>&1")).1
+}
+
+fn verify_unit(c: &Container, unit: &str) {
+    let (code, out) = c.sh(&format!("systemd-analyze verify /lib/systemd/system/{unit} 2>&1"));
+    assert_eq!(code, 0, "systemd-analyze verify {unit}:\n{out}");
+    assert!(!out.contains(unit), "verify warns about the unit:\n{out}");
+}
+
+/// `/etc/flotilla/<file>` is listed as a conffile of `package`.
+fn assert_conffile(c: &Container, package: &str, file: &str) {
+    let conffiles = c.ok(&format!("dpkg-query -W -f='${{Conffiles}}' {package}"));
+    assert!(conffiles.lines().any(|l| l.split_whitespace().next() == Some(file)), "{file} not a conffile: {conffiles}");
+}
+
+/// Removes, then purges `package`: the state dir survives the remove, not the purge; no unit
+/// stays enabled or running.
+fn remove_and_purge(c: &Container, package: &str, state: &str, conffile: &str) {
+    let start = Instant::now();
+    let (code, out) = c.sh_limit(Duration::from_secs(120), &format!("apt-get remove -y {package} 2>&1"));
+    assert_eq!(code, 0, "apt-get remove:\n{out}");
+    assert!(c.sh(&format!("test -d {state}")).0 == 0, "remove deleted {state}");
+    assert!(c.sh(&format!("test -e {conffile}")).0 == 0, "remove deleted the conffile {conffile}");
+    assert!(c.sh(&format!("test -e /usr/bin/{package}")).0 != 0, "the binary is still there");
+    let wants = format!("/etc/systemd/system/multi-user.target.wants/{package}.service");
+    assert!(c.sh(&format!("test -e {wants} || test -L {wants}")).0 != 0, "{wants} left after remove");
+    // `[/]`: the pattern does not match the shell that runs pgrep.
+    let pids = c.sh(&format!("pgrep -af [/]usr/bin/{package}")).1;
+    assert!(pids.trim().is_empty(), "{package} still running after remove: {pids}");
+    let (code, out) = c.sh_limit(Duration::from_secs(120), &format!("apt-get purge -y {package} 2>&1"));
+    assert_eq!(code, 0, "apt-get purge:\n{out}");
+    assert!(c.sh(&format!("test -e {state}")).0 != 0, "purge kept {state}");
+    assert!(c.sh(&format!("test -e {conffile}")).0 != 0, "purge kept {conffile}");
+    let status = c.sh(&format!("dpkg-query -W -f='${{Status}}' {package} 2>&1")).1;
+    assert!(!status.contains("installed") || status.contains("not-installed"), "{package}: {status}");
+    eprintln!("{}: remove + purge of {package} in {:.1?}", c.name, start.elapsed());
+}
+
+/// The controller's HTTP API, reached on the container's address.
+struct Api {
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+        let req = self.agent.request(method, &format!("{}{path}", self.base)).set("Authorization", &self.auth);
+        let result = match body {
+            Some(b) => req.send_json(b.clone()),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(format!("{method} {path}: {e}")),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    fn available(&self, node: i64) -> Option<bool> {
+        let (status, body) = self.call("GET", "/api/v1/servers/availability", None).ok()?;
+        if status != 200 {
+            return None;
+        }
+        let row = body["availability"].as_array()?.iter().find(|r| r["node_id"].as_i64() == Some(node))?.clone();
+        row["available"].as_bool()
+    }
+}
+
+/// `user:password` from the generated initial-admin-password file.
+fn admin_credentials(c: &Container) -> (String, String) {
+    let file = "/var/lib/flotilla-controller/initial-admin-password";
+    let text = wait_for("the initial admin password file", Duration::from_secs(20), || {
+        let (code, out) = c.sh(&format!("cat {file}"));
+        (code == 0 && out.contains(':')).then_some(out)
+    });
+    let (user, password) = text.trim().split_once(':').expect("user:password");
+    (user.to_string(), password.to_string())
+}
+
+/// The controller's install checks, shared by both tests.
+fn check_controller_install(c: &Container) {
+    let unit = "flotilla-controller";
+    assert_eq!(stat(c, "/usr/bin/flotilla-controller"), "755 root root");
+    assert_conffile(c, unit, "/etc/flotilla/controller.toml");
+    let passwd = c.ok("getent passwd flotilla");
+    let shell = passwd.rsplit(':').next().unwrap_or_default();
+    assert!(shell.ends_with("/nologin") || shell.ends_with("/false"), "flotilla has a login shell: {passwd}");
+    assert!(c.ok("id -u flotilla").parse::<u32>().unwrap() < 1000, "flotilla is not a system user: {passwd}");
+    verify_unit(c, "flotilla-controller.service");
+    assert_eq!(c.ok("systemctl is-enabled flotilla-controller"), "enabled");
+    wait_unit(c, unit, "active", Duration::from_secs(20), || (c.show(unit, "ActiveState") == "active").then_some(()));
+    let pid = main_pid(c, unit);
+    assert_eq!(c.ok(&format!("ps -o user= -p {pid}")), "flotilla", "the controller's user");
+    assert_eq!(stat(c, "/var/lib/flotilla-controller"), "700 flotilla flotilla");
+    for key in ["ca.key", "secret.key", "initial-admin-password"] {
+        let path = format!("/var/lib/flotilla-controller/{key}");
+        wait_for(&format!("{path} created"), Duration::from_secs(20), || {
+            (c.sh(&format!("test -f {path}")).0 == 0).then_some(())
+        });
+        assert_eq!(stat(c, &path), "600 flotilla flotilla", "{path}");
+    }
+}
+
+#[test]
+fn controller_package_on_systemd() {
+    let Some(debs) = prerequisites(&["flotilla-controller"]) else { return };
+    let t0 = Instant::now();
+    let c = Container::start("ctl");
+    let ip = c.wait_ready(Duration::from_secs(90));
+    eprintln!("{}: booted at {ip} in {:.1?} (golden base included)", c.name, t0.elapsed());
+    install(&c, &debs[0]);
+    let unit = "flotilla-controller";
+    check_controller_install(&c);
+
+    let score = exposure(&c, unit);
+    assert!(score <= 2.0, "systemd-analyze security {unit}: exposure {score} > 2.0");
+
+    // The generated password goes to its file only; the journal has plain text.
+    let (_, password) = admin_credentials(&c);
+    assert!(password.len() >= 12, "a weak generated password: {password:?}");
+    let log = journal(&c, unit);
+    assert!(!log.contains(&password), "the admin password is in the journal:\n{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in the journal:\n{log}");
+
+    // Reload: same process, and it logs the reload.
+    let pid = main_pid(&c, unit);
+    let (code, out) = c.sh("systemctl reload flotilla-controller 2>&1");
+    assert_eq!(code, 0, "systemctl reload: {out}");
+    wait_unit(&c, unit, "the reload in the journal", Duration::from_secs(10), || {
+        journal(&c, unit).contains("configuration reloaded").then_some(())
+    });
+    assert_eq!(main_pid(&c, unit), pid, "reload replaced the process");
+    assert_eq!(c.show(unit, "ActiveState"), "active");
+
+    // A crash is restarted (RestartSec=2).
+    c.ok("systemctl kill -s SIGKILL flotilla-controller");
+    let new = wait_restarted(&c, unit, pid, Duration::from_secs(10));
+    eprintln!("{}: controller restarted after SIGKILL: pid {pid} -> {new}", c.name);
+    let (user, password) = admin_credentials(&c);
+    let auth = basic_header(&user, &password);
+    wait_for("the restarted controller to answer", Duration::from_secs(10), || {
+        let (code, out) = c.sh(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: {auth}' http://127.0.0.1:8080/api/v1/servers/availability"
+        ));
+        (code == 0 && out.trim() == "200").then_some(())
+    });
+
+    remove_and_purge(&c, unit, "/var/lib/flotilla-controller", "/etc/flotilla/controller.toml");
+    assert!(c.sh("getent passwd flotilla").0 == 0, "the flotilla user is kept on purge");
+    eprintln!("controller_package_on_systemd: {:.1?}", t0.elapsed());
+}
+
+#[test]
+fn agent_package_enrolls_against_the_packaged_controller() {
+    let Some(debs) = prerequisites(&["flotilla-controller", "flotilla-agent"]) else { return };
+    let t0 = Instant::now();
+    let ctl = Container::start("ctl");
+    let host = Container::start("agent");
+    let ctl_ip = ctl.wait_ready(Duration::from_secs(90));
+    let host_ip = host.wait_ready(Duration::from_secs(90));
+    eprintln!("booted {} ({ctl_ip}) and {} ({host_ip}) in {:.1?}", ctl.name, host.name, t0.elapsed());
+
+    // The controller, reachable from the bridge and dialled by agents at its container address.
+    install(&ctl, &debs[0]);
+    check_controller_install(&ctl);
+    ctl.ok(&format!(
+        "{{ printf 'http = \"0.0.0.0:8080\"\\npublic_addr = [\"{ctl_ip}:4433\"]\\n'; cat /etc/flotilla/controller.toml; }} > /tmp/c.toml \
+         && cat /tmp/c.toml > /etc/flotilla/controller.toml && systemctl restart flotilla-controller"
+    ));
+    let (user, password) = admin_credentials(&ctl);
+    let api = Api {
+        base: format!("http://{ctl_ip}:8080"),
+        auth: basic_header(&user, &password),
+        agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
+    };
+    wait_unit(&ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
+        api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
+    });
+    let (status, node) = api.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": "c-agent" }))).unwrap();
+    assert_eq!(status, 200, "create node: {node}");
+    let node_id = node["id"].as_i64().expect("id");
+    let token = node["join_token"].as_str().expect("join_token").to_string();
+
+    // The agent package: enabled, but not started before enrollment.
+    let unit = "flotilla-agent";
+    install(&host, &debs[1]);
+    assert_eq!(stat(&host, "/usr/bin/flotilla-agent"), "755 root root");
+    assert_conffile(&host, unit, "/etc/flotilla/agent.toml");
+    assert_eq!(stat(&host, "/var/lib/flotilla-agent"), "700 root root");
+    verify_unit(&host, "flotilla-agent.service");
+    assert_eq!(host.ok("systemctl is-enabled flotilla-agent"), "enabled");
+    assert_eq!(host.show(unit, "ActiveState"), "inactive", "started before enrollment");
+
+    let (code, out) = host.sh(&format!("flotilla-agent enroll {token} 2>&1"));
+    assert_eq!(code, 0, "enroll: {out}");
+    host.ok("systemctl start flotilla-agent");
+    let start = Instant::now();
+    wait_unit(&host, unit, "the agent available on the controller", Duration::from_secs(30), || {
+        (api.available(node_id) == Some(true)).then_some(())
+    });
+    eprintln!("agent available {:.1?} after start", start.elapsed());
+    assert_eq!(host.ok("ps -o user= -p $(systemctl show -p MainPID --value flotilla-agent)"), "root");
+    let key = host.ok("find /var/lib/flotilla-agent -name '*.key' -printf '%m %u %p\\n'");
+    for line in key.lines() {
+        assert!(line.starts_with("600 root "), "agent key mode: {line}");
+    }
+
+    let score = exposure(&host, unit);
+    assert!(score <= 7.0, "systemd-analyze security {unit}: exposure {score} > 7.0");
+    let agent_log = journal(&host, unit);
+    assert!(!agent_log.contains('\u{1b}'), "ANSI escape codes in the agent's journal:\n{agent_log}");
+    assert!(!agent_log.contains(&token), "the join token is in the journal:\n{agent_log}");
+
+    // Reload keeps the link: same process, no new connection on the controller.
+    let connects = || journal(&ctl, "flotilla-controller").matches("agent connected").count();
+    let before = connects();
+    assert!(before >= 1, "the controller logged no agent connection");
+    let pid = main_pid(&host, unit);
+    let (code, out) = host.sh("systemctl reload flotilla-agent 2>&1");
+    assert_eq!(code, 0, "systemctl reload: {out}");
+    wait_unit(&host, unit, "the reload in the journal", Duration::from_secs(10), || {
+        journal(&host, unit).contains("configuration reloaded").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(main_pid(&host, unit), pid, "reload replaced the agent process");
+    assert_eq!(api.available(node_id), Some(true), "unavailable after reload");
+    assert_eq!(connects(), before, "the agent reconnected on reload");
+
+    // A crash is restarted, and the agent comes back.
+    host.ok("systemctl kill -s SIGKILL flotilla-agent");
+    let new = wait_restarted(&host, unit, pid, Duration::from_secs(10));
+    eprintln!("agent restarted after SIGKILL: pid {pid} -> {new}");
+    wait_unit(&host, unit, "the restarted agent available again", Duration::from_secs(30), || {
+        (connects() > before && api.available(node_id) == Some(true)).then_some(())
+    });
+
+    // Deleting the node revokes the agent: exit 78, and systemd leaves it down.
+    let (status, body) = api.call("DELETE", &format!("/api/v1/nodes/{node_id}"), None).unwrap();
+    assert!((200..300).contains(&status), "delete node: {status} {body}");
+    let state = wait_unit(&host, unit, "the revoked agent to exit with 78", Duration::from_secs(30), || {
+        let status = host.show(unit, "ExecMainStatus");
+        let active = host.show(unit, "ActiveState");
+        (status == "78" && (active == "failed" || active == "inactive")).then_some(active)
+    });
+    let restarts = host.show(unit, "NRestarts");
+    std::thread::sleep(Duration::from_secs(5));
+    let active = host.show(unit, "ActiveState");
+    assert!(active == "failed" || active == "inactive", "restarted after exit 78: {active} (was {state})");
+    assert_eq!(host.show(unit, "ExecMainStatus"), "78");
+    assert_eq!(host.show(unit, "NRestarts"), restarts, "systemd restarted the revoked agent");
+    assert!(host.sh("pgrep -af [/]usr/bin/flotilla-agent").1.trim().is_empty(), "an agent process is still running");
+
+    remove_and_purge(&host, unit, "/var/lib/flotilla-agent", "/etc/flotilla/agent.toml");
+    assert!(host.sh("test -e /etc/flotilla").0 != 0, "/etc/flotilla left behind by the agent's purge");
+    eprintln!("agent_package_enrolls_against_the_packaged_controller: {:.1?}", t0.elapsed());
+}
