@@ -13,6 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
+use super::candy::openapi::{CandyPaths, TAG as CANDY_TAG};
 use super::multi_server::{self, backup, clients, inbounds, nodes, servers, subscription, traffic, webui};
 
 /// Path the document is served at (under the `--base-path` prefix too).
@@ -24,7 +25,9 @@ pub const PATH: &str = "/openapi.json";
         title = "Flotilla",
         description = "HTTP APIs of the Flotilla controller. The `multi-server` family follows the \
                        Multi-Server Manager document (v3.1): HTTP Basic authentication on every route but \
-                       `/api/v1/health` and `/api/v1/sub/{email}`, errors as `{\"detail\": \"…\"}`.",
+                       `/api/v1/health` and `/api/v1/sub/{email}`, errors as `{\"detail\": \"…\"}`. The \
+                       `candypanel` family follows the CandyPanel document: flat JSON bodies, Bearer tokens \
+                       from `/api/auth`, answers as `{\"message\", \"success\", \"data\"}`.",
     ),
     paths(
         multi_server::health,
@@ -87,8 +90,11 @@ pub const PATH: &str = "/openapi.json";
         webui::stack::stack,
     ),
     components(schemas(multi_server::ErrorBody)),
-    modifiers(&BasicAuth),
-    tags((name = multi_server::TAG, description = "Multi-Server Manager API: nodes, their proxy cores, inbounds, clients, traffic and subscriptions")),
+    modifiers(&BasicAuth, &CandyPaths),
+    tags(
+        (name = multi_server::TAG, description = "Multi-Server Manager API: nodes, their proxy cores, inbounds, clients, traffic and subscriptions"),
+        (name = CANDY_TAG, description = "CandyPanel API: WireGuard interfaces and clients, settings, the public client pages and the Telegram bot's endpoints"),
+    ),
 )]
 pub struct ApiDoc;
 
@@ -270,8 +276,11 @@ mod tests {
             assert_eq!(declared, in_path, "{what}: path parameters");
         }
         // Nothing is documented that the family does not serve.
-        let listed: BTreeSet<(String, String)> =
-            ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        let listed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .chain(crate::api::candy::openapi::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())))
+            .collect();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
                 assert!(
@@ -592,6 +601,55 @@ mod tests {
             match prefix {
                 "" => assert!(served.get("servers").is_none(), "{}", served["servers"]),
                 p => assert_eq!(served["servers"], json!([{ "url": p }])),
+            }
+        }
+        running.shutdown().await;
+    }
+
+    /// The CandyPanel family's table and its router agree: every documented operation is routed
+    /// (not the family's "Unknown endpoint"), a Bearer one answers 401 without a token, and a
+    /// public one does not, and a loopback one lets the test (calling from 127.0.0.1) through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn candypanel_operations_are_served_with_their_access() {
+        use crate::api::candy::openapi::{Access, ROUTES as CANDY};
+        let dir = tempfile::tempdir().unwrap();
+        let running = crate::server::start(crate::server::Settings {
+            data_dir: dir.path().to_path_buf(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            fleet: crate::fleet::FleetConfig {
+                quic: "127.0.0.1:0".parse().unwrap(),
+                public_addrs: vec!["127.0.0.1:1".into()],
+                join_token_ttl: Duration::from_secs(60),
+                agent_cert_lifetime: Duration::from_secs(3600),
+                heartbeat_interval: Duration::from_secs(5),
+            },
+            admin: Some(("admin".into(), "admin-password".into())),
+            pam_service: None,
+            base_path: None,
+            monitoring: Default::default(),
+            v2ray_stat: Default::default(),
+            candy: Default::default(),
+            install: Default::default(),
+        })
+        .await
+        .unwrap();
+        let doc = doc();
+        for r in CANDY {
+            let what = format!("{} {}", r.method.to_uppercase(), r.path);
+            let op = operation(&doc, r.method, r.path);
+            assert_eq!(op["tags"], json!([crate::api::candy::openapi::TAG]), "{what}");
+            let concrete = r.path.replace("{name}", "nobody").replace("{public_key}", "AAAA");
+            let (status, body) = request(running.http_addr, &r.method.to_uppercase(), &concrete).await;
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(!message.starts_with("Unknown endpoint"), "{what}: not routed: {body}");
+            match r.access {
+                Access::Bearer => assert_eq!(status, 401, "{what}: {body}"),
+                Access::Public => assert!(status != 401 && status != 403, "{what}: {status} {body}"),
+                // A local caller gets past the loopback check (an admin call may still be 403
+                // "Unauthorized" for want of the admin's id).
+                Access::Loopback => {
+                    assert!(status != 401 && !message.contains("only answers local callers"), "{what}: {status} {body}")
+                }
             }
         }
         running.shutdown().await;

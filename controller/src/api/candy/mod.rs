@@ -13,6 +13,7 @@ pub mod clients;
 pub mod data;
 pub mod login;
 pub mod manage;
+pub mod openapi;
 pub mod public;
 pub mod ui;
 
