@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::candy::openapi::{CandyPaths, TAG as CANDY_TAG};
 use super::multi_server::{self, backup, clients, inbounds, nodes, servers, subscription, traffic, webui};
+use super::v2ray_stat::openapi::{V2rayStatPaths, TAG as V2RAY_STAT_TAG};
 
 /// Path the document is served at (under the `--base-path` prefix too).
 pub const PATH: &str = "/openapi.json";
@@ -90,9 +91,10 @@ pub const PATH: &str = "/openapi.json";
         webui::stack::stack,
     ),
     components(schemas(multi_server::ErrorBody)),
-    modifiers(&BasicAuth, &CandyPaths),
+    modifiers(&BasicAuth, &CandyPaths, &V2rayStatPaths),
     tags(
         (name = multi_server::TAG, description = "Multi-Server Manager API: nodes, their proxy cores, inbounds, clients, traffic and subscriptions"),
+        (name = V2RAY_STAT_TAG, description = "v2ray-stat API, fleet-wide: users, statistics and per-user lifecycle on every node (`node_id` picks one)"),
         (name = CANDY_TAG, description = "CandyPanel API: WireGuard interfaces and clients, settings, the public client pages and the Telegram bot's endpoints"),
     ),
 )]
@@ -280,6 +282,7 @@ mod tests {
             .iter()
             .map(|(m, p, _)| (m.to_string(), p.to_string()))
             .chain(crate::api::candy::openapi::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())))
+            .chain(crate::api::v2ray_stat::openapi::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())))
             .collect();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
@@ -606,11 +609,12 @@ mod tests {
         running.shutdown().await;
     }
 
-    /// The CandyPanel family's table and its router agree: every documented operation is routed
-    /// (not the family's "Unknown endpoint"), a Bearer one answers 401 without a token, and a
+    /// The table-described families and their routers agree. CandyPanel: every documented
+    /// operation is routed (not the family's "Unknown endpoint"), a Bearer one answers 401 without
+    /// a token, and a
     /// public one does not, and a loopback one lets the test (calling from 127.0.0.1) through.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn candypanel_operations_are_served_with_their_access() {
+    async fn candypanel_and_v2ray_stat_operations_are_served_with_their_access() {
         use crate::api::candy::openapi::{Access, ROUTES as CANDY};
         let dir = tempfile::tempdir().unwrap();
         let running = crate::server::start(crate::server::Settings {
@@ -651,6 +655,14 @@ mod tests {
                     assert!(status != 401 && !message.contains("only answers local callers"), "{what}: {status} {body}")
                 }
             }
+        }
+        // The v2ray-stat family: documented, routed, and closed without credentials.
+        for r in crate::api::v2ray_stat::openapi::ROUTES {
+            let what = format!("{} {}", r.method.to_uppercase(), r.path);
+            let op = operation(&doc, r.method, r.path);
+            assert_eq!(op["tags"], json!([crate::api::v2ray_stat::openapi::TAG]), "{what}");
+            let (status, body) = request(running.http_addr, &r.method.to_uppercase(), r.path).await;
+            assert_eq!(status, 401, "{what}: {body}");
         }
         running.shutdown().await;
     }

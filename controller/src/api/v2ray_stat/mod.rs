@@ -9,6 +9,7 @@
 //! offline node converges when it reconnects. Live figures (rates, session counters, source
 //! addresses) come from the agents; an offline node contributes its stored totals.
 
+pub mod openapi;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
