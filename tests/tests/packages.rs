@@ -1,10 +1,11 @@
 //! The two Debian packages on a real systemd, each test in throwaway Debian LXC containers (see
 //! `flotilla_tests::lxc`): install, files and owners, the sandbox score, reload, crash restart,
 //! enrollment against the packaged controller, the revoked agent's exit 78 staying down, remove
-//! and purge.
+//! and purge, and the upgrade from a previous build (config, CA, store and identity kept).
 //!
 //! Nothing is built here: the .deb files come from `FLOTILLA_DEB_DIR` (`.ci/run` builds them with
-//! cargo-deb). Without it, without root or without LXC the tests skip with a message.
+//! cargo-deb; the lower-versioned "previous" pair goes to its `previous/` subdirectory). Without
+//! it, without root or without LXC the tests skip with a message.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,11 +14,14 @@ use flotilla_tests::harness::{basic_header, wait_for};
 use flotilla_tests::lxc::{self, Container};
 use serde_json::Value;
 
-/// The .deb of `package` in FLOTILLA_DEB_DIR, or why the tests cannot run.
+/// The .deb of `package` in FLOTILLA_DEB_DIR, or why the tests cannot run. `previous/<package>`
+/// is the lower-versioned build of the same binaries in `$FLOTILLA_DEB_DIR/previous` (the upgrade
+/// test installs it first).
 fn deb(package: &str) -> Result<PathBuf, String> {
     let dir = std::env::var_os("FLOTILLA_DEB_DIR")
         .ok_or("FLOTILLA_DEB_DIR is not set (directory with the two .deb files)")?;
-    let dir = PathBuf::from(dir);
+    let (sub, package) = package.rsplit_once('/').unwrap_or(("", package));
+    let dir = PathBuf::from(dir).join(sub);
     let prefix = format!("{package}_");
     let found = std::fs::read_dir(&dir)
         .map_err(|e| format!("FLOTILLA_DEB_DIR={}: {e}", dir.display()))?
@@ -49,13 +53,33 @@ fn prerequisites(packages: &[&str]) -> Option<Vec<PathBuf>> {
 
 /// Copies the .deb in and installs it with apt (dependencies from the golden base).
 fn install(c: &Container, deb: &Path) {
+    install_with(c, deb, "");
+}
+
+/// `install` with extra apt-get options; returns apt-get's output. stdin is /dev/null, so a dpkg
+/// prompt (a conffile question, say) fails the install instead of hanging.
+fn install_with(c: &Container, deb: &Path, options: &str) -> String {
     let name = deb.file_name().unwrap().to_str().unwrap();
     c.push(deb, &format!("/tmp/{name}"));
     let start = Instant::now();
-    let (code, out) =
-        c.sh_limit(Duration::from_secs(180), &format!("apt-get install -y --no-install-recommends /tmp/{name} 2>&1"));
+    let (code, out) = c.sh_limit(
+        Duration::from_secs(180),
+        &format!("apt-get install -y --no-install-recommends {options} /tmp/{name} 2>&1"),
+    );
     assert_eq!(code, 0, "apt-get install {name}:\n{out}");
     eprintln!("{}: installed {name} in {:.1?}", c.name, start.elapsed());
+    out
+}
+
+/// The Version field of a .deb on this host.
+fn deb_version(deb: &Path) -> String {
+    let out = std::process::Command::new("dpkg-deb").arg("-f").arg(deb).arg("Version").output().expect("dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb -f {}: {}", deb.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn installed_version(c: &Container, package: &str) -> String {
+    c.ok(&format!("dpkg-query -W -f='${{Version}}' {package}"))
 }
 
 fn stat(c: &Container, path: &str) -> String {
@@ -362,4 +386,146 @@ fn agent_package_enrolls_against_the_packaged_controller() {
     remove_and_purge(&host, unit, "/var/lib/flotilla-agent", "/etc/flotilla/agent.toml");
     assert!(host.sh("test -e /etc/flotilla").0 != 0, "/etc/flotilla left behind by the agent's purge");
     eprintln!("agent_package_enrolls_against_the_packaged_controller: {:.1?}", t0.elapsed());
+}
+
+/// The agent's node id from `flotilla-agent status --json`.
+fn agent_node_id(c: &Container) -> i64 {
+    let out = c.ok("flotilla-agent --data-dir /var/lib/flotilla-agent status --json");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"));
+    assert_eq!(v["enrolled"], Value::Bool(true), "not enrolled: {out}");
+    v["node_id"].as_i64().unwrap_or_else(|| panic!("no node_id: {out}"))
+}
+
+#[test]
+fn upgrade_keeps_config_and_state() {
+    let Some(debs) = prerequisites(&[
+        "previous/flotilla-controller",
+        "previous/flotilla-agent",
+        "flotilla-controller",
+        "flotilla-agent",
+    ]) else {
+        return;
+    };
+    let (old_ctl, old_agent, new_ctl, new_agent) = (&debs[0], &debs[1], &debs[2], &debs[3]);
+    let (old_version, new_version) = (deb_version(old_ctl), deb_version(new_ctl));
+    assert_eq!(deb_version(old_agent), old_version);
+    assert_eq!(deb_version(new_agent), new_version);
+    let t0 = Instant::now();
+    let ctl = Container::start("ctl");
+    let host = Container::start("agent");
+    let ctl_ip = ctl.wait_ready(Duration::from_secs(90));
+    let host_ip = host.wait_ready(Duration::from_secs(90));
+    eprintln!("booted {} ({ctl_ip}) and {} ({host_ip}) in {:.1?}", ctl.name, host.name, t0.elapsed());
+    let (code, out) = ctl.sh(&format!("dpkg --compare-versions '{old_version}' lt '{new_version}'"));
+    assert_eq!(code, 0, "{old_version} does not sort before {new_version}: {out}");
+
+    // The previous controller, with a locally edited conffile.
+    install(&ctl, old_ctl);
+    assert_eq!(installed_version(&ctl, "flotilla-controller"), old_version);
+    check_controller_install(&ctl);
+    let conf = "/etc/flotilla/controller.toml";
+    let marker = "# edited by upgrade_keeps_config_and_state";
+    ctl.ok(&format!(
+        "{{ printf '{marker}\\nhttp = \"0.0.0.0:8080\"\\npublic_addr = [\"{ctl_ip}:4433\"]\\nlog = \"info\"\\n'; cat {conf}; }} > /tmp/c.toml \
+         && cat /tmp/c.toml > {conf} && systemctl restart flotilla-controller"
+    ));
+    let conf_before = ctl.ok(&format!("cat {conf}"));
+    let (user, password) = admin_credentials(&ctl);
+    let password_file = ctl.ok("cat /var/lib/flotilla-controller/initial-admin-password");
+    let ca = ctl.ok("sha256sum /var/lib/flotilla-controller/ca.crt");
+    let api = Api {
+        base: format!("http://{ctl_ip}:8080"),
+        auth: basic_header(&user, &password),
+        agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
+    };
+    wait_unit(&ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
+        api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
+    });
+    let (status, node) = api.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": "c-agent" }))).unwrap();
+    assert_eq!(status, 200, "create node: {node}");
+    let node_id = node["id"].as_i64().expect("id");
+    let token = node["join_token"].as_str().expect("join_token").to_string();
+
+    // The previous agent, enrolled and connected.
+    let unit = "flotilla-agent";
+    install(&host, old_agent);
+    assert_eq!(installed_version(&host, unit), old_version);
+    let (code, out) = host.sh(&format!("flotilla-agent enroll {token} 2>&1"));
+    assert_eq!(code, 0, "enroll: {out}");
+    host.ok("systemctl start flotilla-agent");
+    wait_unit(&host, unit, "the agent available on the controller", Duration::from_secs(30), || {
+        (api.available(node_id) == Some(true)).then_some(())
+    });
+    assert_eq!(agent_node_id(&host), node_id);
+    let agent_key = host.ok("find /var/lib/flotilla-agent -name '*.key' -exec sha256sum {} +");
+    let ctl_pid = main_pid(&ctl, "flotilla-controller");
+    let agent_pid = main_pid(&host, unit);
+    assert!(ctl_pid != 0 && agent_pid != 0, "pids {ctl_pid} {agent_pid}");
+
+    let connects = || journal(&ctl, "flotilla-controller").matches("agent connected").count();
+    let before = connects();
+
+    // Upgrade the controller. No --force-conf* option and stdin at EOF: dpkg keeps the edited
+    // conffile on its own because the shipped copy did not change. (DEBIAN_FRONTEND does not
+    // govern dpkg's conffile prompt: had the shipped copy changed, dpkg would ask, fail with "end
+    // of file on stdin at conffile prompt" and leave the package unpacked; unattended upgrades
+    // then need `-o Dpkg::Options::=--force-confold`.)
+    let out = install_with(&ctl, new_ctl, "");
+    assert!(!out.contains("Configuration file"), "dpkg asked about the conffile:\n{out}");
+    assert_eq!(installed_version(&ctl, "flotilla-controller"), new_version);
+    let new_ctl_pid = wait_restarted(&ctl, "flotilla-controller", ctl_pid, Duration::from_secs(20));
+    eprintln!("controller upgraded {old_version} -> {new_version}: pid {ctl_pid} -> {new_ctl_pid}");
+    assert_eq!(ctl.ok(&format!("cat {conf}")), conf_before, "the edited conffile changed");
+    assert!(ctl.sh(&format!("test -e {conf}.dpkg-new || test -e {conf}.dpkg-dist")).0 != 0, "a .dpkg-new/-dist copy");
+    assert_eq!(ctl.ok("sha256sum /var/lib/flotilla-controller/ca.crt"), ca, "the CA changed");
+    assert_eq!(ctl.ok("cat /var/lib/flotilla-controller/initial-admin-password"), password_file);
+    assert_eq!(ctl.ok("systemctl is-enabled flotilla-controller"), "enabled");
+    // Same admin password, same store: the node is still there with its id (and is the only one).
+    let (status, nodes) = wait_unit(&ctl, "flotilla-controller", "the upgraded API", Duration::from_secs(20), || {
+        api.call("GET", "/api/v1/nodes", None).ok().filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(status, 200);
+    let ids: Vec<i64> = nodes.as_array().expect("node list").iter().filter_map(|n| n["id"].as_i64()).collect();
+    assert_eq!(ids, vec![node_id], "nodes after the upgrade: {nodes}");
+    // The old agent reconnects to the new controller (it trusts the same CA).
+    wait_unit(
+        &ctl,
+        "flotilla-controller",
+        "the agent back on the upgraded controller",
+        Duration::from_secs(30),
+        || (connects() > before && api.available(node_id) == Some(true)).then_some(()),
+    );
+
+    // Upgrade the agent: same identity, back on the controller without enrolling again.
+    let before = connects();
+    let out = install_with(&host, new_agent, "");
+    assert!(!out.contains("not enrolled"), "the upgraded postinst thinks the host is not enrolled:\n{out}");
+    let upgraded = Instant::now();
+    assert_eq!(installed_version(&host, unit), new_version);
+    let new_agent_pid = wait_restarted(&host, unit, agent_pid, Duration::from_secs(20));
+    eprintln!("agent upgraded: pid {agent_pid} -> {new_agent_pid}");
+    assert_eq!(agent_node_id(&host), node_id, "the agent's identity changed");
+    assert_eq!(host.ok("find /var/lib/flotilla-agent -name '*.key' -exec sha256sum {} +"), agent_key);
+    assert_eq!(host.ok("systemctl is-enabled flotilla-agent"), "enabled");
+    wait_unit(&host, unit, "the upgraded agent available again", Duration::from_secs(20), || {
+        (connects() > before && api.available(node_id) == Some(true)).then_some(())
+    });
+    eprintln!("upgraded agent available {:.1?} after the upgrade", upgraded.elapsed());
+    let (_, nodes) = api.call("GET", "/api/v1/nodes", None).unwrap();
+    let ids: Vec<i64> = nodes.as_array().expect("node list").iter().filter_map(|n| n["id"].as_i64()).collect();
+    assert_eq!(ids, vec![node_id], "nodes after the agent's upgrade: {nodes}");
+
+    // A stopped, disabled agent stays so across an upgrade (postinst's try-restart): downgrade to
+    // the previous build and upgrade again, both with the agent off.
+    host.ok("systemctl disable --now flotilla-agent");
+    install_with(&host, old_agent, "--allow-downgrades");
+    assert_eq!(installed_version(&host, unit), old_version);
+    install_with(&host, new_agent, "");
+    assert_eq!(installed_version(&host, unit), new_version);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(host.show(unit, "ActiveState"), "inactive", "an upgrade started the stopped agent");
+    assert_eq!(host.sh("systemctl is-enabled flotilla-agent").1.trim(), "disabled", "an upgrade re-enabled it");
+    assert!(host.sh("pgrep -af [/]usr/bin/flotilla-agent").1.trim().is_empty(), "an agent process is running");
+    assert_eq!(agent_node_id(&host), node_id);
+    eprintln!("upgrade_keeps_config_and_state: {:.1?}", t0.elapsed());
 }
