@@ -38,6 +38,31 @@ pub struct Settings {
     pub install: crate::api::install::InstallSettings,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// A controller on loopback with ephemeral ports, admin `admin` / `admin-password`.
+    pub(crate) fn for_tests(data_dir: &std::path::Path) -> Settings {
+        Settings {
+            data_dir: data_dir.to_path_buf(),
+            http: "127.0.0.1:0".parse().expect("literal"),
+            fleet: FleetConfig {
+                quic: "127.0.0.1:0".parse().expect("literal"),
+                public_addrs: vec!["127.0.0.1:1".into()],
+                join_token_ttl: std::time::Duration::from_secs(60),
+                agent_cert_lifetime: std::time::Duration::from_secs(3600),
+                heartbeat_interval: std::time::Duration::from_secs(5),
+            },
+            admin: Some(("admin".into(), "admin-password".into())),
+            pam_service: None,
+            base_path: None,
+            monitoring: Default::default(),
+            v2ray_stat: Default::default(),
+            candy: Default::default(),
+            install: Default::default(),
+        }
+    }
+}
+
 /// Validates a `--base-path`: `/` followed by path segments, no trailing slash (`/` alone = none).
 pub fn parse_base_path(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim_end_matches('/');

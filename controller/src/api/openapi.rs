@@ -103,6 +103,14 @@ pub struct ApiDoc;
 /// Name of the HTTP Basic security scheme the operations refer to.
 pub const BASIC_AUTH: &str = "basic";
 
+/// Adds a Bearer security scheme called `name` (the table-described families have one each).
+pub fn add_bearer_scheme(openapi: &mut utoipa::openapi::OpenApi, name: &str, description: &str) {
+    openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+        name,
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(description)).build()),
+    );
+}
+
 /// Adds the HTTP Basic scheme the protected operations name.
 struct BasicAuth;
 
@@ -557,22 +565,8 @@ mod tests {
     async fn every_documented_operation_is_served_with_the_documented_security() {
         let dir = tempfile::tempdir().unwrap();
         let running = crate::server::start(crate::server::Settings {
-            data_dir: dir.path().to_path_buf(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            fleet: crate::fleet::FleetConfig {
-                quic: "127.0.0.1:0".parse().unwrap(),
-                public_addrs: vec!["127.0.0.1:1".into()],
-                join_token_ttl: Duration::from_secs(60),
-                agent_cert_lifetime: Duration::from_secs(3600),
-                heartbeat_interval: Duration::from_secs(5),
-            },
-            admin: Some(("admin".into(), "admin-password".into())),
-            pam_service: None,
             base_path: Some("/my-panel".into()),
-            monitoring: Default::default(),
-            v2ray_stat: Default::default(),
-            candy: Default::default(),
-            install: Default::default(),
+            ..crate::server::Settings::for_tests(dir.path())
         })
         .await
         .unwrap();
@@ -617,26 +611,7 @@ mod tests {
     async fn candypanel_and_v2ray_stat_operations_are_served_with_their_access() {
         use crate::api::candy::openapi::{Access, ROUTES as CANDY};
         let dir = tempfile::tempdir().unwrap();
-        let running = crate::server::start(crate::server::Settings {
-            data_dir: dir.path().to_path_buf(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            fleet: crate::fleet::FleetConfig {
-                quic: "127.0.0.1:0".parse().unwrap(),
-                public_addrs: vec!["127.0.0.1:1".into()],
-                join_token_ttl: Duration::from_secs(60),
-                agent_cert_lifetime: Duration::from_secs(3600),
-                heartbeat_interval: Duration::from_secs(5),
-            },
-            admin: Some(("admin".into(), "admin-password".into())),
-            pam_service: None,
-            base_path: None,
-            monitoring: Default::default(),
-            v2ray_stat: Default::default(),
-            candy: Default::default(),
-            install: Default::default(),
-        })
-        .await
-        .unwrap();
+        let running = crate::server::start(crate::server::Settings::for_tests(dir.path())).await.unwrap();
         let doc = doc();
         for r in CANDY {
             let what = format!("{} {}", r.method.to_uppercase(), r.path);

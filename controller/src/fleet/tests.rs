@@ -8,33 +8,17 @@ use flotilla_protocol::codec;
 use flotilla_protocol::metrics::MetricsSample;
 use flotilla_protocol::rpc::{RequestKind, RpcError};
 
-use super::{FleetConfig, FleetError};
+use super::FleetError;
 use crate::server::{self, Settings};
 use crate::store::NewNode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_calls_reach_the_agent_and_unknown_kinds_are_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(Settings {
-        data_dir: dir.path().join("controller"),
-        http: "127.0.0.1:0".parse().unwrap(),
-        fleet: FleetConfig {
-            quic: "127.0.0.1:0".parse().unwrap(),
-            public_addrs: vec!["127.0.0.1:1".into()], // overridden below: the port is known only now
-            join_token_ttl: Duration::from_secs(60),
-            agent_cert_lifetime: Duration::from_secs(3600),
-            heartbeat_interval: Duration::from_millis(500),
-        },
-        admin: Some(("admin".into(), "admin-password".into())),
-        pam_service: None,
-        base_path: None,
-        monitoring: Default::default(),
-        v2ray_stat: Default::default(),
-        candy: Default::default(),
-        install: Default::default(),
-    })
-    .await
-    .unwrap();
+    let mut settings = Settings::for_tests(&dir.path().join("controller"));
+    // public_addrs is overridden below: the port is known only now.
+    settings.fleet.heartbeat_interval = Duration::from_millis(500);
+    let running = server::start(settings).await.unwrap();
     let quic = running.quic_addr.to_string();
     let node = running.store.create_node(&NewNode { name: "rpc-1".into(), ..Default::default() }).unwrap();
     let token = running.fleet.issue_join_token(node.id).unwrap();

@@ -9,7 +9,7 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{OpenApi, Required};
 use utoipa::Modify;
 
@@ -263,17 +263,10 @@ pub struct CandyPaths;
 
 impl Modify for CandyPaths {
     fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
+        crate::api::openapi::add_bearer_scheme(
+            openapi,
             BEARER,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "`data.access_token` of an `/api/auth` login, or an API token added with `api_token`",
-                    ))
-                    .build(),
-            ),
+            "`data.access_token` of an `/api/auth` login, or an API token added with `api_token`",
         );
         let envelope = |success: bool| {
             let mut o = object()

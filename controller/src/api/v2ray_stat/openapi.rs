@@ -7,7 +7,7 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::OpenApi;
 use utoipa::Modify;
 
@@ -110,15 +110,10 @@ pub struct V2rayStatPaths;
 
 impl Modify for V2rayStatPaths {
     fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
+        crate::api::openapi::add_bearer_scheme(
+            openapi,
             TOKEN,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("`[v2ray_stat] api_token` of controller.toml (or FLOTILLA_V2RAY_STAT_TOKEN)"))
-                    .build(),
-            ),
+            "`[v2ray_stat] api_token` of controller.toml (or FLOTILLA_V2RAY_STAT_TOKEN)",
         );
         let text = || ContentBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::String))).build();
         for r in ROUTES {
