@@ -1,7 +1,8 @@
 //! The two Debian packages on a real systemd, each test in throwaway Debian LXC containers (see
 //! `flotilla_tests::lxc`): install, files and owners, the sandbox score, reload, crash restart,
 //! enrollment against the packaged controller, the revoked agent's exit 78 staying down, remove
-//! and purge, and the upgrade from a previous build (config, CA, store and identity kept).
+//! and purge, the upgrade from a previous build (config, CA, store and identity kept), and the
+//! one-line install served by the controller (and its refusal of a token pinning another CA).
 //!
 //! Nothing is built here: the .deb files come from `FLOTILLA_DEB_DIR` (`.ci/run` builds them with
 //! cargo-deb; the lower-versioned "previous" pair goes to its `previous/` subdirectory). Without
@@ -528,4 +529,86 @@ fn upgrade_keeps_config_and_state() {
     assert!(host.sh("pgrep -af [/]usr/bin/flotilla-agent").1.trim().is_empty(), "an agent process is running");
     assert_eq!(agent_node_id(&host), node_id);
     eprintln!("upgrade_keeps_config_and_state: {:.1?}", t0.elapsed());
+}
+
+#[test]
+fn one_liner_installs_enrolls_and_starts_an_agent() {
+    let Some(debs) = prerequisites(&["flotilla-controller", "flotilla-agent"]) else { return };
+    let t0 = Instant::now();
+    let ctl = Container::start("ctl");
+    let host = Container::start("oneliner");
+    let forged = Container::start("forged");
+    let ctl_ip = ctl.wait_ready(Duration::from_secs(90));
+    let host_ip = host.wait_ready(Duration::from_secs(90));
+    let forged_ip = forged.wait_ready(Duration::from_secs(90));
+    eprintln!(
+        "booted {} ({ctl_ip}), {} ({host_ip}) and {} ({forged_ip}) in {:.1?}",
+        ctl.name,
+        host.name,
+        forged.name,
+        t0.elapsed()
+    );
+
+    // The controller offers the agent package, reachable from the bridge.
+    install(&ctl, &debs[0]);
+    let package = "/var/lib/flotilla-controller/flotilla-agent.deb";
+    ctl.push(&debs[1], package);
+    ctl.ok(&format!("chown flotilla:flotilla {package} && chmod 644 {package}"));
+    let conf = "/etc/flotilla/controller.toml";
+    ctl.ok(&format!(
+        "{{ printf 'http = \"0.0.0.0:8080\"\\npublic_addr = [\"{ctl_ip}:4433\"]\\n'; cat {conf}; \
+         printf '\\n[install]\\nagent_package = \"{package}\"\\n'; }} > /tmp/c.toml \
+         && cat /tmp/c.toml > {conf} && systemctl restart flotilla-controller"
+    ));
+    let (user, password) = admin_credentials(&ctl);
+    let api = Api {
+        base: format!("http://{ctl_ip}:8080"),
+        auth: basic_header(&user, &password),
+        agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
+    };
+    wait_unit(&ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
+        api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
+    });
+    let (status, node) = api.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": "c-oneliner" }))).unwrap();
+    assert_eq!(status, 200, "create node: {node}");
+    let node_id = node["id"].as_i64().expect("id");
+    let token = node["join_token"].as_str().expect("join_token").to_string();
+    let line = node["install_command"].as_str().unwrap_or_else(|| panic!("no install_command: {node}")).to_string();
+    assert_eq!(line, format!("curl -fsSL http://{ctl_ip}:8080/install.sh | sh -s -- {token}"));
+
+    // A fresh host runs exactly the one-liner, as root. (openssl is already there: the base's
+    // ca-certificates depends on it, so the script's apt-get fallback for it is not exercised and
+    // the test needs no Debian mirror.)
+    let unit = "flotilla-agent";
+    let had_openssl = host.sh("command -v openssl").0 == 0;
+    let start = Instant::now();
+    let (code, out) = host.sh_limit(Duration::from_secs(240), &line);
+    assert_eq!(code, 0, "the one-liner failed:\n{out}");
+    eprintln!("{}: one-liner done in {:.1?} (openssl there before: {had_openssl})", host.name, start.elapsed());
+    assert!(out.contains("flotilla-agent installed, enrolled and started"), "one-liner output:\n{out}");
+    assert!(!out.contains(&token[8..]), "the one-liner printed the token:\n{out}");
+    assert_eq!(host.ok("dpkg-query -W -f='${Status}' flotilla-agent"), "install ok installed");
+    assert_eq!(installed_version(&host, unit), deb_version(&debs[1]));
+    assert_eq!(host.sh("systemctl is-active flotilla-agent").1.trim(), "active");
+    assert_eq!(host.sh("systemctl is-enabled flotilla-agent").1.trim(), "enabled");
+    assert_eq!(agent_node_id(&host), node_id);
+    wait_unit(&host, unit, "the agent available on the controller", Duration::from_secs(20), || {
+        (api.available(node_id) == Some(true)).then_some(())
+    });
+    eprintln!("agent available {:.1?} after the one-liner started", start.elapsed());
+
+    // A token pinning another CA: the script refuses before installing anything.
+    let mut pinned = flotilla_protocol::token::JoinToken::parse(&token).expect("the join token parses");
+    pinned.ca_fingerprint[0] ^= 0x01;
+    let bad_token = pinned.encode();
+    assert_ne!(bad_token, token);
+    let bad_line = line.replace(&token, &bad_token);
+    let (code, out) = forged.sh_limit(Duration::from_secs(240), &bad_line);
+    assert_ne!(code, 0, "the one-liner accepted a token pinning another CA:\n{out}");
+    assert!(out.contains("is not the one in the token"), "the one-liner's refusal:\n{out}");
+    let status = forged.sh("dpkg-query -W -f='${Status}' flotilla-agent 2>&1").1;
+    assert!(!status.contains("installed") || status.contains("not-installed"), "flotilla-agent: {status}");
+    assert!(forged.sh("test -e /usr/bin/flotilla-agent").0 != 0, "/usr/bin/flotilla-agent exists");
+    assert!(forged.sh("test -e /var/lib/flotilla-agent").0 != 0, "/var/lib/flotilla-agent exists");
+    eprintln!("one_liner_installs_enrolls_and_starts_an_agent: {:.1?}", t0.elapsed());
 }
