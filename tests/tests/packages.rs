@@ -174,6 +174,30 @@ struct Api {
 }
 
 impl Api {
+    /// The packaged controller in `ctl`, at `ctl_ip`:8080 with its generated admin, once it
+    /// answers there.
+    fn of_controller(ctl: &Container, ctl_ip: &str) -> Api {
+        let (user, password) = admin_credentials(ctl);
+        let api = Api {
+            base: format!("http://{ctl_ip}:8080"),
+            auth: basic_header(&user, &password),
+            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
+        };
+        wait_unit(ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
+            api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
+        });
+        api
+    }
+
+    /// `POST /api/v1/nodes` with `name`: the answer, with its id and join token.
+    fn create_node(&self, name: &str) -> (Value, i64, String) {
+        let (status, node) = self.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": name }))).unwrap();
+        assert_eq!(status, 200, "create node: {node}");
+        let node_id = node["id"].as_i64().expect("id");
+        let token = node["join_token"].as_str().expect("join_token").to_string();
+        (node, node_id, token)
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
         let req = self.agent.request(method, &format!("{}{path}", self.base)).set("Authorization", &self.auth);
         let result = match body {
@@ -301,19 +325,8 @@ fn agent_package_enrolls_against_the_packaged_controller() {
         "{{ printf 'http = \"0.0.0.0:8080\"\\npublic_addr = [\"{ctl_ip}:4433\"]\\n'; cat /etc/flotilla/controller.toml; }} > /tmp/c.toml \
          && cat /tmp/c.toml > /etc/flotilla/controller.toml && systemctl restart flotilla-controller"
     ));
-    let (user, password) = admin_credentials(&ctl);
-    let api = Api {
-        base: format!("http://{ctl_ip}:8080"),
-        auth: basic_header(&user, &password),
-        agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
-    };
-    wait_unit(&ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
-        api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
-    });
-    let (status, node) = api.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": "c-agent" }))).unwrap();
-    assert_eq!(status, 200, "create node: {node}");
-    let node_id = node["id"].as_i64().expect("id");
-    let token = node["join_token"].as_str().expect("join_token").to_string();
+    let api = Api::of_controller(&ctl, &ctl_ip);
+    let (_, node_id, token) = api.create_node("c-agent");
 
     // The agent package: enabled, but not started before enrollment.
     let unit = "flotilla-agent";
@@ -431,21 +444,10 @@ fn upgrade_keeps_config_and_state() {
          && cat /tmp/c.toml > {conf} && systemctl restart flotilla-controller"
     ));
     let conf_before = ctl.ok(&format!("cat {conf}"));
-    let (user, password) = admin_credentials(&ctl);
+    let api = Api::of_controller(&ctl, &ctl_ip);
     let password_file = ctl.ok("cat /var/lib/flotilla-controller/initial-admin-password");
     let ca = ctl.ok("sha256sum /var/lib/flotilla-controller/ca.crt");
-    let api = Api {
-        base: format!("http://{ctl_ip}:8080"),
-        auth: basic_header(&user, &password),
-        agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
-    };
-    wait_unit(&ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
-        api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
-    });
-    let (status, node) = api.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": "c-agent" }))).unwrap();
-    assert_eq!(status, 200, "create node: {node}");
-    let node_id = node["id"].as_i64().expect("id");
-    let token = node["join_token"].as_str().expect("join_token").to_string();
+    let (_, node_id, token) = api.create_node("c-agent");
 
     // The previous agent, enrolled and connected.
     let unit = "flotilla-agent";
@@ -560,19 +562,8 @@ fn one_liner_installs_enrolls_and_starts_an_agent() {
          printf '\\n[install]\\nagent_package = \"{package}\"\\n'; }} > /tmp/c.toml \
          && cat /tmp/c.toml > {conf} && systemctl restart flotilla-controller"
     ));
-    let (user, password) = admin_credentials(&ctl);
-    let api = Api {
-        base: format!("http://{ctl_ip}:8080"),
-        auth: basic_header(&user, &password),
-        agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections(0).build(),
-    };
-    wait_unit(&ctl, "flotilla-controller", "the API on the bridge", Duration::from_secs(20), || {
-        api.call("GET", "/api/v1/servers/availability", None).ok().filter(|(s, _)| *s == 200)
-    });
-    let (status, node) = api.call("POST", "/api/v1/nodes", Some(&serde_json::json!({ "name": "c-oneliner" }))).unwrap();
-    assert_eq!(status, 200, "create node: {node}");
-    let node_id = node["id"].as_i64().expect("id");
-    let token = node["join_token"].as_str().expect("join_token").to_string();
+    let api = Api::of_controller(&ctl, &ctl_ip);
+    let (node, node_id, token) = api.create_node("c-oneliner");
     let line = node["install_command"].as_str().unwrap_or_else(|| panic!("no install_command: {node}")).to_string();
     assert_eq!(line, format!("curl -fsSL http://{ctl_ip}:8080/install.sh | sh -s -- {token}"));
 
