@@ -17,13 +17,10 @@ const GIB: f64 = (1u64 << 30) as f64;
 
 /// Everything the dashboard shows.
 pub async fn all_data(State(state): State<AppState>, _admin: Admin, headers: HeaderMap) -> Result<Done, CandyError> {
-    let store = state.store.clone();
-    let (clients, interfaces, settings) = blocking(move || -> Result<_, StoreError> {
-        Ok((store.wg_clients()?, store.wg_interfaces()?, store.candy_settings()?))
-    })
-    .await?;
+    let snapshot = Snapshot::read(&state).await?;
+    let dashboard = dashboard_of(&state, &snapshot);
+    let Snapshot { clients, interfaces, settings, .. } = snapshot;
     let connected = connected_peers(&state, &interfaces);
-    let dashboard = dashboard_of(&state, &clients, &interfaces, &settings);
     let uptime = dashboard["uptime"].clone();
     let bandwidth = dashboard["bandwidth"].clone();
 
@@ -109,20 +106,33 @@ pub(crate) fn connected_peers(state: &AppState, interfaces: &[WgInterfaceRecord]
     out
 }
 
-/// The node the dashboard describes: the one holding the lowest-numbered interface (where the
-/// panel was installed), else the first node.
-fn dashboard_node(state: &AppState, interfaces: &[WgInterfaceRecord]) -> Option<NodeId> {
-    interfaces.first().map(|i| i.node_id).or_else(|| state.store.nodes().ok()?.first().map(|n| n.id))
+/// What `/api/data` and the bot's dashboard read from the store, in one blocking call.
+struct Snapshot {
+    clients: Vec<WgClientRecord>,
+    interfaces: Vec<WgInterfaceRecord>,
+    settings: Vec<(String, String)>,
+    /// The node the dashboard describes: the one holding the lowest-numbered interface (where
+    /// the panel was installed), else the first node.
+    dashboard_node: Option<NodeId>,
 }
 
-fn dashboard_of(
-    state: &AppState,
-    clients: &[WgClientRecord],
-    interfaces: &[WgInterfaceRecord],
-    settings: &[(String, String)],
-) -> Value {
+impl Snapshot {
+    async fn read(state: &AppState) -> Result<Snapshot, CandyError> {
+        let store = state.store.clone();
+        blocking(move || -> Result<_, StoreError> {
+            let interfaces = store.wg_interfaces()?;
+            let dashboard_node =
+                interfaces.first().map(|i| i.node_id).or_else(|| store.nodes().ok()?.first().map(|n| n.id));
+            Ok(Snapshot { clients: store.wg_clients()?, interfaces, settings: store.candy_settings()?, dashboard_node })
+        })
+        .await
+    }
+}
+
+fn dashboard_of(state: &AppState, snapshot: &Snapshot) -> Value {
+    let Snapshot { clients, settings, dashboard_node, .. } = snapshot;
     let setting = |key: &str| settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
-    let live = dashboard_node(state, interfaces).map(|n| state.fleet.live(n)).unwrap_or_default();
+    let live = dashboard_node.map(|n| state.fleet.live(n)).unwrap_or_default();
     let bandwidth: u64 = clients.iter().map(|c| c.used_down.saturating_add(c.used_up)).sum();
     let alert: Value = serde_json::from_str(&setting("alert")).unwrap_or_else(|_| json!([]));
     let (cpu, mem, uptime) = match &live.metrics {
@@ -165,10 +175,5 @@ fn dashboard_of(
 
 /// The dashboard alone (the bot's admin status).
 pub async fn dashboard(state: &AppState) -> Result<Value, CandyError> {
-    let store = state.store.clone();
-    let (clients, interfaces, settings) = blocking(move || -> Result<_, StoreError> {
-        Ok((store.wg_clients()?, store.wg_interfaces()?, store.candy_settings()?))
-    })
-    .await?;
-    Ok(dashboard_of(state, &clients, &interfaces, &settings))
+    Ok(dashboard_of(state, &Snapshot::read(state).await?))
 }
