@@ -85,13 +85,34 @@ fn text(out: &Output) -> String {
 }
 
 /// Starts the lxc-net bridge (lxcbr0, 10.0.3.1/24, dnsmasq) unless it is up already.
+///
+/// `/run/lxc/network_up` can outlive lxc-net's dnsmasq (a host whose processes were stopped but
+/// whose `/run` was kept): then containers boot without an address. So the marker counts only with
+/// a live dnsmasq; otherwise the bridge is taken down and started again.
 pub fn ensure_network() {
-    if Path::new("/run/lxc/network_up").exists() {
+    static NETWORK: Mutex<()> = Mutex::new(());
+    let _serial = NETWORK.lock().unwrap_or_else(|e| e.into_inner());
+    let up = Path::new("/run/lxc/network_up");
+    if up.exists() && lxc_dnsmasq_alive() {
         return;
     }
+    if up.exists() {
+        // The pid file names a dead dnsmasq; `lxc-net stop` would `kill -9` whatever has that pid now.
+        let _ = std::fs::remove_file("/run/lxc/dnsmasq.pid");
+        eprintln!("lxc-net: dnsmasq is gone; restarting the bridge");
+        let out = run_bounded(Duration::from_secs(30), "/usr/libexec/lxc/lxc-net", &["stop"], None);
+        assert!(!up.exists(), "lxc-net stop failed: {}", text(&out));
+    }
     let out = run_bounded(Duration::from_secs(30), "/usr/libexec/lxc/lxc-net", &["start"], None);
-    // A concurrent start may have won; what counts is the marker.
-    assert!(Path::new("/run/lxc/network_up").exists(), "lxc-net start failed: {}", text(&out));
+    assert!(up.exists() && lxc_dnsmasq_alive(), "lxc-net start failed: {}", text(&out));
+}
+
+/// Whether the dnsmasq named by lxc-net's pid file is running.
+fn lxc_dnsmasq_alive() -> bool {
+    std::fs::read_to_string("/run/lxc/dnsmasq.pid")
+        .ok()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{}/comm", pid.trim())).ok())
+        .is_some_and(|comm| comm.trim() == "dnsmasq")
 }
 
 /// Name of the golden base for the current recipe.
