@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod rpc;
 pub mod token;
+pub mod upgrade;
 pub mod users;
 pub mod v2ray_stat;
 pub mod wireguard;

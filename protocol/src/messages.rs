@@ -99,6 +99,8 @@ impl Capabilities {
     /// Drives WireGuard: answers `APPLY_WIREGUARD` and `WIREGUARD_STATUS`, sends `WG_TRAFFIC`
     /// and `WG_STATUS` events.
     pub const WIREGUARD: Capabilities = Capabilities(1 << 4);
+    /// Runs from the Debian package under systemd and answers `UPGRADE_AGENT`.
+    pub const SELF_UPGRADE: Capabilities = Capabilities(1 << 5);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -176,6 +178,8 @@ impl EventKind {
     pub const WG_TRAFFIC: EventKind = EventKind(5);
     /// Agent → controller: [`crate::wireguard::WgStatus`], whenever it changes.
     pub const WG_STATUS: EventKind = EventKind(6);
+    /// Agent → controller, first on every session: [`crate::upgrade::AgentRelease`].
+    pub const AGENT_RELEASE: EventKind = EventKind(7);
 }
 
 /// Agent → controller telemetry. `seq` increases per agent; the controller acks what it has

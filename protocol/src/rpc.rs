@@ -47,6 +47,12 @@ impl RequestKind {
     pub const APPLY_WIREGUARD: RequestKind = RequestKind(15);
     /// Controller → agent. Body: empty. Answer: [`crate::wireguard::WgStatus`] now.
     pub const WIREGUARD_STATUS: RequestKind = RequestKind(16);
+    /// Controller → agent. Body: [`crate::upgrade::AgentUpgrade`]. Answer:
+    /// [`crate::upgrade::UpgradeStarted`] once both packages are on the node and the installer runs.
+    pub const UPGRADE_AGENT: RequestKind = RequestKind(17);
+    /// Agent → controller. Body: [`crate::upgrade::PackageChunkRequest`]. Answer:
+    /// [`crate::upgrade::PackageChunk`].
+    pub const FETCH_PACKAGE: RequestKind = RequestKind(18);
 }
 
 /// One call.

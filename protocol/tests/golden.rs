@@ -26,6 +26,10 @@ use flotilla_protocol::proxy::{
 };
 use flotilla_protocol::rpc::{Request, RequestKind, Response, RpcError, RpcResult};
 use flotilla_protocol::token::JoinToken;
+use flotilla_protocol::upgrade::{
+    AgentRelease, AgentUpgrade, PackageChunk, PackageChunkRequest, PackageRef, RolloutId, UpgradeOutcome,
+    UpgradeResult, UpgradeStarted,
+};
 use flotilla_protocol::users::{
     ClientLifecycle, DesiredUsers, DnsStat, DnsStatsQuery, LocalChange, LocalChanges, LocalChangesApplied, SourceStat,
     StatsReset, UserChange, UserEvent, UserStat, UserStats,
@@ -345,6 +349,10 @@ fn numbered_constants() {
     assert_eq!(EventKind::WG_TRAFFIC, EventKind(5));
     assert_eq!(EventKind::WG_STATUS, EventKind(6));
     assert_eq!(Capabilities::WIREGUARD, Capabilities(16));
+    assert_eq!(RequestKind::UPGRADE_AGENT, RequestKind(17));
+    assert_eq!(RequestKind::FETCH_PACKAGE, RequestKind(18));
+    assert_eq!(EventKind::AGENT_RELEASE, EventKind(7));
+    assert_eq!(Capabilities::SELF_UPGRADE, Capabilities(32));
     assert_eq!(ALPN_LINK, b"flotilla/1");
     assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
 }
@@ -617,5 +625,50 @@ fn wireguard_bodies() {
             cut_off: vec![(peer.clone(), WgCutOff::Quota), (peer, WgCutOff::Expired)],
         },
         "fb2c01097573657273706163650203776730fb6cca010003776731fb6dca00010b706f727420696e207573650103776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe0203776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe0003776730fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe01",
+    );
+}
+
+// ---- agent self-upgrade -----------------------------------------------------------------------
+
+#[test]
+fn upgrade_bodies() {
+    let target = PackageRef { version: "0.2.0-1".into(), sha256: [0xab; 32], size: 4_679_676 };
+    let rollback = PackageRef { version: "0.1.0-0~previous".into(), sha256: [7; 32], size: 5_354_996 };
+    check_body(
+        &AgentUpgrade { rollout: RolloutId(300), target: target.clone(), rollback, health_timeout_ms: 120_000 },
+        "fb580207302e322e302d31ababababababababababababababababababababababababababababababababfcfc67470010302e312e302d307e70726576696f75730707070707070707070707070707070707070707070707070707070707070707fcf4b55100fcc0d40100",
+    );
+    check_body(
+        &UpgradeStarted { from_version: "0.1.0-1".into(), unit: "flotilla-agent-upgrade-300".into() },
+        "07302e312e302d311a666c6f74696c6c612d6167656e742d757067726164652d333030",
+    );
+    check_body(
+        &PackageChunkRequest { sha256: target.sha256, offset: 1 << 20, len: 1 << 20 },
+        "ababababababababababababababababababababababababababababababababfc00001000fc00001000",
+    );
+    check_body(&PackageChunk { data: vec![0x21, 0x3c, 0x61, 0x72] }, "04213c6172");
+    let outcome = |result| UpgradeOutcome {
+        rollout: RolloutId(-1),
+        from_version: "0.1.0-1".into(),
+        to_version: "0.2.0-1".into(),
+        result,
+        finished_at_ms: 1_717_171_717_171,
+    };
+    check_body(
+        &AgentRelease {
+            package_version: Some("0.2.0-1".into()),
+            upgrading: Some(RolloutId(300)),
+            last_upgrade: Some(outcome(UpgradeResult::Upgraded)),
+        },
+        "0107302e322e302d3101fb5802010107302e312e302d3107302e322e302d3100fd330469cf8f010000",
+    );
+    check_body(&AgentRelease::default(), "000000");
+    check_body(
+        &outcome(UpgradeResult::RolledBack { reason: "exited at once, état 1".into() }),
+        "0107302e312e302d3107302e322e302d310117657869746564206174206f6e63652c20c3a97461742031fd330469cf8f010000",
+    );
+    check_body(
+        &outcome(UpgradeResult::Failed { reason: "dpkg: error".into() }),
+        "0107302e312e302d3107302e322e302d31020b64706b673a206572726f72fd330469cf8f010000",
     );
 }
