@@ -12,3 +12,4 @@ pub mod local_api;
 pub mod logging;
 pub mod signals;
 pub mod state;
+pub mod upgrade;

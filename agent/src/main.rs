@@ -12,6 +12,7 @@ use flotilla_agent::identity::CertInfo;
 use flotilla_agent::link::{self, RunSettings};
 use flotilla_agent::local_api::{self, LocalApiSettings};
 use flotilla_agent::state::StateStore;
+use flotilla_agent::upgrade::{self, SelfUpgrade};
 use std::sync::Arc;
 
 /// Flotilla host agent.
@@ -99,10 +100,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install the package an upgrade left in <data-dir>/upgrade (started by the agent in a
+    /// transient systemd unit; not for interactive use).
+    ApplyUpgrade,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs neither the configuration nor an identity: only what the agent left in the data dir.
+    if matches!(cli.command, Command::ApplyUpgrade) {
+        return apply_upgrade(&cli.data_dir);
+    }
     let explicit = cli.config.is_some();
     let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let config = match AgentConfig::load(&config_path, explicit) {
@@ -228,7 +236,9 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
                     tracing::error!(error = %e, "local v2ray-stat API not running");
                 }
             });
-            let mut link = tokio::spawn(link::run(state, settings, rx));
+            let self_upgrade = Arc::new(SelfUpgrade::probe(&cli.data_dir));
+            tracing::debug!(?self_upgrade, supported = self_upgrade.supported(), "self-upgrade");
+            let mut link = tokio::spawn(link::run_with_upgrade(state, settings, Some(self_upgrade), rx));
             // The link ends by itself only when the controller revoked this node.
             let ended = tokio::select! {
                 _ = flotilla_agent::signals::stopped_reloading(hup, || reload.reload()) => None,
@@ -254,7 +264,26 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
             result
         }
         Command::Status { json } => status(&state, json),
-        Command::CheckConfig => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig | Command::ApplyUpgrade => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// `apply-upgrade`: the installer, logging to stderr (the journal of its transient unit). Exits 0
+/// when the new version runs, 1 when it was rolled back, failed, or there was nothing to apply.
+fn apply_upgrade(data_dir: &std::path::Path) -> ExitCode {
+    flotilla_agent::logging::init("info");
+    let dir = upgrade::files::UpgradeDir::new(data_dir);
+    let timing = upgrade::installer::InstallerTiming::default();
+    match upgrade::installer::apply_upgrade(&dir, &upgrade::commands::SystemRunner, timing) {
+        Ok(outcome) if outcome.result == flotilla_protocol::upgrade::UpgradeResult::Upgraded => ExitCode::SUCCESS,
+        Ok(outcome) => {
+            eprintln!("flotilla-agent: upgrade to {} did not succeed: {:?}", outcome.to_version, outcome.result);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("flotilla-agent: apply-upgrade: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! QUIC link per agent, and serves the operators' HTTP APIs.
 
 pub mod adguard;
+pub mod agent_package;
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -14,6 +15,7 @@ pub mod outbound;
 pub mod pki;
 pub mod private_file;
 pub mod proxy;
+pub mod rollout;
 pub mod server;
 pub mod sharelinks;
 pub mod store;

@@ -117,6 +117,16 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// The catalog of flotilla-agent packages that rollouts install and roll back to (works while
+    /// `serve` runs; run it as the controller's user, e.g. `sudo -u flotilla`).
+    #[command(subcommand)]
+    AgentPackage(AgentPackageCommand),
+    /// Rolling upgrades of the agents: started here, driven by the running `serve` (it picks a new
+    /// rollout up within 2 s), which installs the package node by node, a canary first, then
+    /// batches, and stops at the first node that does not come back healthy (that node reinstalls
+    /// its previous package by itself). The same as POST /api/v1/rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Check the configuration file and exit: 0 when `serve` can start with it, 2 when not (with
     /// the reason). systemd runs it before starting and before reloading the service.
     CheckConfig,
@@ -150,6 +160,53 @@ enum NodeCommand {
     List,
     /// Delete a node; a running controller drops its link within 30 s (the HTTP API does it at once).
     Remove { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentPackageCommand {
+    /// Add a flotilla-agent .deb (checked: its control file must name flotilla-agent).
+    Add { file: PathBuf },
+    /// List the catalog.
+    List,
+    /// Remove a version (refused while a running rollout installs it).
+    Remove { version: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Start upgrading the agents to a catalog version.
+    Start {
+        /// Package version to install (see `agent-package list`).
+        version: String,
+        /// Nodes per wave after the canary.
+        #[arg(long, default_value_t = flotilla_controller::api::multi_server::rollouts::DEFAULT_BATCH_SIZE)]
+        batch_size: u32,
+        /// No canary wave: start with a full batch.
+        #[arg(long)]
+        no_canary: bool,
+        /// How long each node has, once installed, to reconnect on the new version; one that does
+        /// not is rolled back and stops the rollout.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        health_timeout: Duration,
+        /// Upgrade only these nodes, in this order (repeat) [default: every node, by id].
+        #[arg(long = "node")]
+        nodes: Vec<i64>,
+        /// Follow the progress until the rollout ends; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a rollout's progress (default: the latest).
+    Status {
+        id: Option<i64>,
+        /// Print the API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Follow the progress until the rollout ends; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a running rollout: no further wave starts.
+    Cancel { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +376,14 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             node_command(cmd, &data_dir)
         }
+        Command::AgentPackage(cmd) => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            agent_package_command(cmd, &data_dir)
+        }
+        Command::Rollout(cmd) => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            rollout_command(cmd, &data_dir).await
+        }
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
         Command::Backup { out } => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -411,6 +476,123 @@ fn node_command(cmd: NodeCommand, data_dir: &std::path::Path) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+fn agent_package_command(cmd: AgentPackageCommand, data_dir: &Path) -> anyhow::Result<()> {
+    use flotilla_controller::api::multi_server::rollouts::{add_package, AgentPackageInfo};
+    let store = Store::open(data_dir)?;
+    match cmd {
+        AgentPackageCommand::Add { file } => {
+            let data = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let (record, added) = add_package(&store, &data).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let what = match added {
+                flotilla_controller::store::PackageAdded::Added => "added",
+                flotilla_controller::store::PackageAdded::AlreadyThere => "already in the catalog",
+            };
+            println!(
+                "flotilla-agent {} ({}, {} bytes, sha256 {}) {what}",
+                record.version,
+                record.arch,
+                record.size,
+                hex::encode(record.sha256)
+            );
+        }
+        AgentPackageCommand::List => {
+            for p in store.agent_packages()?.into_iter().map(AgentPackageInfo::from) {
+                println!("{:<24} {:<8} {:>10}  {}  added {}", p.version, p.architecture, p.size, p.sha256, p.added_at);
+            }
+        }
+        AgentPackageCommand::Remove { version } => {
+            if !store.delete_agent_package(&version)? {
+                anyhow::bail!("no package {version} in the catalog");
+            }
+            println!("package {version} removed from the catalog");
+        }
+    }
+    Ok(())
+}
+
+async fn rollout_command(cmd: RolloutCommand, data_dir: &Path) -> anyhow::Result<()> {
+    use flotilla_controller::api::multi_server::rollouts::{cancel_rollout, new_rollout, Rollout};
+    use flotilla_protocol::upgrade::RolloutId;
+    let store = Store::open(data_dir)?;
+    let (id, wait, json) = match cmd {
+        RolloutCommand::Start { version, batch_size, no_canary, health_timeout, nodes, wait } => {
+            let timeout = u32::try_from(health_timeout.as_secs()).unwrap_or(u32::MAX);
+            let nodes = (!nodes.is_empty()).then_some(nodes);
+            let new = new_rollout(Some(version), Some(batch_size), Some(!no_canary), Some(timeout), nodes, "cli")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let view = store.create_rollout(&new)?;
+            println!("rollout {} created; a running controller starts it within 2 s", view.rollout.id);
+            (view.rollout.id, wait, false)
+        }
+        RolloutCommand::Status { id, json, wait } => {
+            let id = match id {
+                Some(id) => RolloutId(id),
+                None => {
+                    store.rollouts()?.first().map(|v| v.rollout.id).ok_or_else(|| anyhow::anyhow!("no rollouts yet"))?
+                }
+            };
+            (id, wait, json)
+        }
+        RolloutCommand::Cancel { id } => {
+            let view = cancel_rollout(&store, RolloutId(id), "cli").map_err(|e| anyhow::anyhow!("{e}"))?;
+            print_rollout(&Rollout::from(view));
+            return Ok(());
+        }
+    };
+    let mut shown = String::new();
+    loop {
+        let view = store.rollout(id)?.ok_or_else(|| anyhow::anyhow!("no rollout {id}"))?;
+        let rollout = Rollout::from(view);
+        let text = if json { serde_json::to_string_pretty(&rollout)? } else { rollout_text(&rollout) };
+        if text != shown {
+            println!("{text}");
+            shown = text;
+        }
+        if !wait || rollout.state != "running" {
+            if wait && rollout.state != "succeeded" {
+                anyhow::bail!("rollout {id} {}", rollout.state);
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn print_rollout(r: &flotilla_controller::api::multi_server::rollouts::Rollout) {
+    println!("{}", rollout_text(r));
+}
+
+/// A rollout as the CLI prints it: one line for the rollout, one per node.
+fn rollout_text(r: &flotilla_controller::api::multi_server::rollouts::Rollout) -> String {
+    let p = &r.progress;
+    let mut out = format!(
+        "rollout {} to {}: {}{} ({} upgraded, {} upgrading, {} pending, {} failed, {} rolled back, {} skipped of {})",
+        r.id,
+        r.version,
+        r.state,
+        r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+        p.upgraded,
+        p.upgrading,
+        p.pending,
+        p.failed,
+        p.rolled_back,
+        p.skipped,
+        p.total
+    );
+    for n in &r.nodes {
+        let wave = n.wave.map(|w| format!("wave {w}")).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "\n  {wave:<7} node {:<5} {:<20} {:<12} from {:<18} {}",
+            n.node_id,
+            n.name,
+            n.state,
+            n.from_version.as_deref().unwrap_or("?"),
+            n.message.as_deref().unwrap_or("")
+        ));
+    }
+    out
 }
 
 /// An http(s) service URL flag.

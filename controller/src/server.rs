@@ -156,6 +156,24 @@ pub fn bootstrap_admin(
     Ok(AdminBootstrap::Generated { username, password })
 }
 
+/// Adds the one-liner's agent package to the rollout catalog, so the nodes it installs can be
+/// rolled back to it. A file that cannot be read or is not an agent package is only logged: the
+/// one-liner route reports it to whoever asks.
+fn offer_install_package(store: &Store, path: &std::path::Path) {
+    let added = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|data| api::multi_server::rollouts::add_package(store, &data).map_err(|e| e.to_string()));
+    match added {
+        Ok((record, crate::store::PackageAdded::Added)) => {
+            tracing::info!(version = %record.version, path = %path.display(), "install package added to the rollout catalog")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the install package is not in the rollout catalog")
+        }
+    }
+}
+
 /// Starts everything; returns once the HTTP and QUIC sockets are bound.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     // Settings are checked before anything is created or bound.
@@ -174,6 +192,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let fleet = Fleet::start(store.clone(), pki, settings.fleet.clone(), &settings.data_dir)?;
     let quic_addr = fleet.local_addr().map_err(|e| FleetError::Endpoint(e.to_string()))?;
     crate::jobs::wireguard_reset::start(fleet.clone());
+    if let Some(path) = &settings.install.agent_package {
+        offer_install_package(&store, path);
+    }
     if let Some(path) = &settings.candy.bot_db {
         crate::api::candy::bot_db::write(&store, path)?;
     }
@@ -190,6 +211,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             v2ray_stat: Arc::new(settings.v2ray_stat.clone()),
             candy: Arc::new(settings.candy.clone()),
             install: Arc::new(settings.install.clone()),
+            rollouts: crate::rollout::Rollouts::start(fleet.clone()),
         },
         base_path.as_deref(),
     );

@@ -21,6 +21,7 @@ use flotilla_protocol::io::{read_message, write_message};
 use flotilla_protocol::messages::{Capabilities, Event, EventKind, Hello, Message, Welcome};
 use flotilla_protocol::proxy::{LogQuery, ProxyState, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
+use flotilla_protocol::upgrade::AgentUpgrade;
 use flotilla_protocol::users::{DesiredUsers, DnsStatsQuery, StatsReset};
 use flotilla_protocol::wireguard::{WgState, WgStatus};
 use flotilla_protocol::{RequestId, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
@@ -32,6 +33,7 @@ use crate::drivers::metrics::MetricsSampler;
 use crate::drivers::wireguard::WireGuardDriver;
 use crate::identity::{new_key_and_csr, CertInfo, Identity};
 use crate::state::{LinkState, StateStore};
+use crate::upgrade::SelfUpgrade;
 use acks::JournalAcks;
 use backoff::Backoff;
 use liveness::Liveness;
@@ -39,6 +41,8 @@ use liveness::Liveness;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const RENEW_RETRY: Duration = Duration::from_secs(60);
+/// How often a session whose AGENT_RELEASE named an upgrade in progress looks for its end.
+const UPGRADE_WATCH: Duration = Duration::from_secs(1);
 
 /// Why a connection attempt or session ended.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,8 @@ pub struct ServeContext {
     pub core: Option<Arc<dyn ProxyCore>>,
     /// WireGuard driver; None when WireGuard is off on this host.
     pub wireguard: Option<Arc<WireGuardDriver>>,
+    /// Self-upgrade; None disables `AGENT_RELEASE` events and `UPGRADE_AGENT`.
+    pub upgrade: Option<Arc<SelfUpgrade>>,
 }
 
 impl std::fmt::Debug for ServeContext {
@@ -162,6 +168,9 @@ fn capabilities(ctx: &ServeContext) -> Capabilities {
     }
     if ctx.wireguard.is_some() {
         caps = caps | Capabilities::WIREGUARD;
+    }
+    if ctx.upgrade.as_ref().is_some_and(|u| u.supported()) {
+        caps = caps | Capabilities::SELF_UPGRADE;
     }
     caps
 }
@@ -241,6 +250,22 @@ impl Established {
         };
         let mut wg_sent: Option<WgStatus> = None;
         let mut user_events = ctx.core.as_ref().and_then(|c| c.user_events());
+        // The release first of all: a freshly upgraded agent confirms it is up (the installer
+        // waits for that), and the controller learns how the last upgrade ended.
+        let mut upgrade_running = false;
+        if let Some(upgrade) = &ctx.upgrade {
+            match welcome_release(upgrade).await {
+                Some(release) => {
+                    upgrade_running = release.upgrading.is_some();
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::AGENT_RELEASE, &release).await {
+                        return e;
+                    }
+                }
+                None => tracing::warn!("cannot read the agent's release state"),
+            }
+        }
+        let mut upgrade_watch = tokio::time::interval(UPGRADE_WATCH);
+        upgrade_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The core's state first (the controller reads from it whether the core counts per
         // user), then everything journaled while the link was down.
         if let Some(core) = &ctx.core {
@@ -329,6 +354,20 @@ impl Established {
                         break e;
                     }
                 }
+                // The installer finished while this session runs (the new agent's own upgrade,
+                // or the old agent before the rollback's restart): report the outcome now.
+                _ = upgrade_watch.tick(), if upgrade_running => {
+                    let Some(upgrade) = &ctx.upgrade else { continue };
+                    if upgrade.upgrade_pending() {
+                        continue;
+                    }
+                    let upgrade = upgrade.clone();
+                    let Ok(release) = tokio::task::spawn_blocking(move || upgrade.release()).await else { continue };
+                    upgrade_running = release.upgrading.is_some();
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::AGENT_RELEASE, &release).await {
+                        break e;
+                    }
+                }
                 Some(event) = next_user_event(&mut user_events) => {
                     if let Err(e) = send_event(&mut send, &mut seq, EventKind::USER_EVENT, &event).await {
                         break e;
@@ -367,6 +406,17 @@ impl Established {
         }
         end
     }
+}
+
+/// Confirms a self-upgrade if this agent is its target, then reads the release to announce.
+async fn welcome_release(upgrade: &Arc<SelfUpgrade>) -> Option<flotilla_protocol::upgrade::AgentRelease> {
+    let upgrade = upgrade.clone();
+    tokio::task::spawn_blocking(move || {
+        upgrade.on_welcome();
+        upgrade.release()
+    })
+    .await
+    .ok()
 }
 
 /// Resolves when the watched value changes; never when there is nothing to watch (or it closed).
@@ -555,14 +605,41 @@ pub(crate) async fn call_controller<T: serde::Serialize, A: serde::de::Deseriali
 /// Requests the controller opens towards this agent.
 async fn serve_requests(conn: quinn::Connection, ctx: ServeContext) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let ctx = ctx.clone();
+        let (ctx, conn) = (ctx.clone(), conn.clone());
         tokio::spawn(async move {
-            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| dispatch(req, ctx)).await;
+            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| async move {
+                // The only request that needs the link itself: it pulls packages over it.
+                if req.kind == RequestKind::UPGRADE_AGENT {
+                    upgrade_agent(req, &ctx, &conn).await
+                } else {
+                    dispatch(req, ctx).await
+                }
+            })
+            .await;
             let _ = send.finish();
             if let Err(e) = served {
                 tracing::debug!(error = %e, "controller request failed");
             }
         });
+    }
+}
+
+/// Answers `UPGRADE_AGENT` once both packages are downloaded over `conn` and the installer runs.
+async fn upgrade_agent(request: Request, ctx: &ServeContext, conn: &quinn::Connection) -> RpcResult {
+    let Some(upgrade) = &ctx.upgrade else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
+    let req = match codec::decode_from::<AgentUpgrade>(&request.body) {
+        Ok(r) => r,
+        Err(e) => return RpcResult::Err(RpcError::BadRequest(e.to_string())),
+    };
+    let rollout = req.rollout;
+    match upgrade.start(req, conn).await {
+        Ok(started) => codec::encode_body(&started)
+            .map(RpcResult::Ok)
+            .unwrap_or_else(|e| RpcResult::Err(RpcError::Failed(e.to_string()))),
+        Err(e) => {
+            tracing::warn!(%rollout, error = %e, "agent upgrade not started");
+            RpcResult::Err(e.to_rpc())
+        }
     }
 }
 
@@ -664,6 +741,8 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
             Some(wg) => answer(&wg.current_status().await),
             None => RpcResult::Err(RpcError::Unsupported(request.kind.0)),
         },
+        // Answered by the session, which has the connection the packages come over.
+        RequestKind::UPGRADE_AGENT => RpcResult::Err(RpcError::Refused("upgrade requests need the link".into())),
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
     }
 }
@@ -681,9 +760,16 @@ pub struct RunSettings {
 }
 
 /// Keeps the link up until `shutdown` flips. Needs an enrolled identity in `state`.
-pub async fn run(
+pub async fn run(state: StateStore, settings: RunSettings, shutdown: watch::Receiver<bool>) -> Result<(), LinkError> {
+    run_with_upgrade(state, settings, None, shutdown).await
+}
+
+/// [`run`], answering the controller's upgrades with `upgrade` (the agent binary; simulations
+/// have none).
+pub async fn run_with_upgrade(
     state: StateStore,
     settings: RunSettings,
+    upgrade: Option<Arc<SelfUpgrade>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let sampler = Arc::new(Mutex::new(MetricsSampler::new()));
@@ -693,6 +779,7 @@ pub async fn run(
         metrics_interval: settings.metrics_interval,
         core: settings.core.clone(),
         wireguard: settings.wireguard.clone(),
+        upgrade,
     };
     let mut backoff = Backoff::for_link();
     let record = |s: LinkState, c: Option<&str>, d: Option<&str>| {

@@ -34,6 +34,8 @@ pub struct AppState {
     pub candy: Arc<candy::CandySettings>,
     /// The one-line node install.
     pub install: Arc<install::InstallSettings>,
+    /// Rolling agent upgrades.
+    pub rollouts: Arc<crate::rollout::Rollouts>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under

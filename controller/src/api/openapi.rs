@@ -14,7 +14,7 @@ use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
 use super::candy::openapi::{CandyPaths, TAG as CANDY_TAG};
-use super::multi_server::{self, backup, clients, inbounds, nodes, servers, subscription, traffic, webui};
+use super::multi_server::{self, backup, clients, inbounds, nodes, rollouts, servers, subscription, traffic, webui};
 use super::v2ray_stat::openapi::{V2rayStatPaths, TAG as V2RAY_STAT_TAG};
 
 /// Path the document is served at (under the `--base-path` prefix too).
@@ -37,6 +37,13 @@ pub const PATH: &str = "/openapi.json";
         nodes::get_one,
         nodes::delete,
         nodes::new_join_token,
+        rollouts::list_packages,
+        rollouts::add_package_route,
+        rollouts::delete_package,
+        rollouts::list,
+        rollouts::create,
+        rollouts::get_one,
+        rollouts::cancel,
         servers::status_all,
         servers::availability,
         servers::status_one,
@@ -218,6 +225,13 @@ mod tests {
         ("get", "/api/v1/adguard/overview", false),
         ("get", "/api/v1/adguard/history", false),
         ("get", "/api/v1/monitoring/stack", false),
+        ("get", "/api/v1/agent-packages", false),
+        ("post", "/api/v1/agent-packages", false),
+        ("delete", "/api/v1/agent-packages/{version}", false),
+        ("get", "/api/v1/rollouts", false),
+        ("post", "/api/v1/rollouts", false),
+        ("get", "/api/v1/rollouts/{rollout_id}", false),
+        ("post", "/api/v1/rollouts/{rollout_id}/cancel", false),
     ];
 
     fn doc() -> Value {

@@ -71,6 +71,10 @@ pub struct NodeLive {
     pub wireguard: Option<flotilla_protocol::wireguard::WgStatus>,
     /// The metrics sample before `metrics` (host network rates are the difference).
     pub previous_metrics: Option<MetricsSample>,
+    /// The agent can upgrade itself from a package it is sent.
+    pub self_upgrade_capable: bool,
+    /// Installed package and last upgrade, as this session's agent reported them.
+    pub release: Option<flotilla_protocol::upgrade::AgentRelease>,
 }
 
 struct SessionSlot {
@@ -291,6 +295,9 @@ impl Fleet {
             wireguard_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::WIREGUARD),
             wireguard: entry.live.wireguard.take(),
             previous_metrics: entry.live.previous_metrics.take(),
+            self_upgrade_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::SELF_UPGRADE),
+            // Reported afresh by every session.
+            release: None,
         };
         entry.session = Some(SessionSlot { id, conn });
         id

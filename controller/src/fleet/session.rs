@@ -12,6 +12,7 @@ use flotilla_protocol::messages::{Capabilities, EventAck, EventKind, Heartbeat, 
 use flotilla_protocol::metrics::MetricsSample;
 use flotilla_protocol::proxy::{CoreStatus, TrafficBatch};
 use flotilla_protocol::rpc::{Request, RequestKind, RpcError, RpcResult};
+use flotilla_protocol::upgrade::{AgentRelease, PackageChunk, PackageChunkRequest, MAX_CHUNK};
 use flotilla_protocol::users::{LocalChanges, UserEvent};
 use flotilla_protocol::wireguard::{WgStatus, WgTrafficBatch};
 use flotilla_protocol::{NodeId, PROTOCOL_VERSION};
@@ -303,6 +304,34 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable WireGuard status dropped"),
                     },
+                    EventKind::AGENT_RELEASE => match codec::decode_from::<AgentRelease>(&event.body) {
+                        Ok(release) => {
+                            tracing::info!(
+                                package = release.package_version.as_deref().unwrap_or("none"),
+                                upgrading = ?release.upgrading.map(|r| r.0),
+                                "agent release reported"
+                            );
+                            fleet.update_live(node, session, |live| live.release = Some(release.clone()));
+                            let store = fleet.store.clone();
+                            let recorded = tokio::task::spawn_blocking(move || {
+                                store.record_agent_package_version(node, release.package_version.as_deref())?;
+                                match &release.last_upgrade {
+                                    Some(outcome) => store.record_upgrade_outcome(node, outcome),
+                                    None => Ok(None),
+                                }
+                            })
+                            .await;
+                            match recorded {
+                                Ok(Ok(Some(state))) => {
+                                    tracing::info!(state = state.as_str(), "upgrade outcome recorded")
+                                }
+                                Ok(Ok(None)) => {}
+                                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the agent's release"),
+                                Err(_) => {}
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable agent release dropped"),
+                    },
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },
                 Some(Ok(other)) => {
@@ -373,6 +402,10 @@ async fn handle(fleet: Arc<Fleet>, node: NodeId, request: Request) -> RpcResult 
             Ok(body) => RpcResult::Ok(body),
             Err(e) => RpcResult::Err(e),
         },
+        RequestKind::FETCH_PACKAGE => match package_chunk(&fleet, &request.body).await {
+            Ok(body) => RpcResult::Ok(body),
+            Err(e) => RpcResult::Err(e),
+        },
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
     }
 }
@@ -397,6 +430,19 @@ async fn local_user_changes(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Re
         tracing::debug!(status = outcome.status(), "state with the agent's user changes pushed");
     });
     codec::encode_body(&applied).map_err(|e| RpcError::Failed(e.to_string()))
+}
+
+/// A byte range of a catalog package, for an agent upgrading itself.
+async fn package_chunk(fleet: &Arc<Fleet>, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+    let req: PackageChunkRequest = codec::decode_from(body).map_err(|e| RpcError::BadRequest(e.to_string()))?;
+    let store = fleet.store.clone();
+    let len = req.len.min(MAX_CHUNK);
+    let chunk = tokio::task::spawn_blocking(move || store.agent_package_chunk(&req.sha256, req.offset, len))
+        .await
+        .map_err(|e| RpcError::Failed(e.to_string()))?
+        .map_err(|e| RpcError::Failed(e.to_string()))?
+        .ok_or_else(|| RpcError::Refused(format!("no package {} in the catalog", hex::encode(req.sha256))))?;
+    codec::encode_body(&PackageChunk { data: chunk }).map_err(|e| RpcError::Failed(e.to_string()))
 }
 
 async fn renew(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Result<Vec<u8>, RpcError> {

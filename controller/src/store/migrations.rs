@@ -251,4 +251,43 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX bot_transactions_status ON bot_transactions(status);
     "#,
+    // 7: rolling agent upgrades. The package catalog keeps whole .deb files (a few MB each) in the
+    // store, so a backup carries them and a rollback never lacks its package.
+    r#"
+    ALTER TABLE nodes ADD COLUMN agent_package TEXT;
+    CREATE TABLE agent_packages (
+        version  TEXT PRIMARY KEY,
+        arch     TEXT NOT NULL,
+        sha256   BLOB NOT NULL UNIQUE,
+        size     INTEGER NOT NULL,
+        data     BLOB NOT NULL,
+        added_at INTEGER NOT NULL
+    );
+    CREATE TABLE rollouts (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        version          TEXT NOT NULL,
+        batch_size       INTEGER NOT NULL,
+        canary           INTEGER NOT NULL,
+        health_timeout_s INTEGER NOT NULL,
+        state            TEXT NOT NULL,
+        message          TEXT,
+        created_by       TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        finished_at      INTEGER
+    );
+    CREATE TABLE rollout_nodes (
+        rollout_id   INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        node_id      INTEGER NOT NULL,
+        node_name    TEXT NOT NULL,
+        position     INTEGER NOT NULL,
+        wave         INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        from_version TEXT,
+        message      TEXT,
+        started_at   INTEGER,
+        deadline_at  INTEGER,
+        finished_at  INTEGER,
+        PRIMARY KEY (rollout_id, node_id)
+    );
+    "#,
 ];

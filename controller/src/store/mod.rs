@@ -7,6 +7,7 @@ mod candy;
 mod history;
 mod migrations;
 mod proxy;
+mod rollout;
 mod secrets;
 mod users;
 mod wireguard;
@@ -25,6 +26,10 @@ pub use bot::{BotTransaction, BotUser, BotUserStatus, Decision, NewBotTransactio
 pub use candy::CANDY_SETTINGS;
 pub use history::HistoryPoint;
 pub use proxy::{ClientFilter, ClientRecord, InboundRecord, NewClient, NewInbound};
+pub use rollout::{
+    wave_of, AgentPackageRecord, NewRollout, NodeUpgradeState, PackageAdded, RolloutNodeRecord, RolloutRecord,
+    RolloutState, RolloutView,
+};
 pub use secrets::SecretBox;
 pub use users::{AppliedChanges, ChangeRefusal};
 pub use wireguard::{

@@ -274,7 +274,7 @@ async fn simulate(args: &Args, ctl: &Controller, tokens: Vec<String>, pid: u32, 
                 args.metrics_interval
             },
             core: Some(cores[i].clone() as Arc<dyn ProxyCore>),
-            wireguard: None,
+            ..ServeContext::default()
         };
         let (limit, mut stop) = (limit.clone(), stop_rx.clone());
         let target = ctl.quic;

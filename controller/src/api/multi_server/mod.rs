@@ -10,6 +10,7 @@ pub(crate) mod clients;
 pub(crate) mod feed;
 pub(crate) mod inbounds;
 pub(crate) mod nodes;
+pub mod rollouts;
 pub(crate) mod servers;
 pub(crate) mod subscription;
 pub(crate) mod traffic;
@@ -59,6 +60,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/backup/node/{node_id}", get(backup::download))
         .route("/api/v1/backup/all", get(backup::all))
         .route("/api/v1/backup/node/{node_id}/import", post(backup::import_file))
+        .route(
+            "/api/v1/agent-packages",
+            get(rollouts::list_packages)
+                .post(rollouts::add_package_route)
+                .layer(axum::extract::DefaultBodyLimit::max(rollouts::MAX_PACKAGE)),
+        )
+        .route("/api/v1/agent-packages/{version}", axum::routing::delete(rollouts::delete_package))
+        .route("/api/v1/rollouts", get(rollouts::list).post(rollouts::create))
+        .route("/api/v1/rollouts/{rollout_id}", get(rollouts::get_one))
+        .route("/api/v1/rollouts/{rollout_id}/cancel", post(rollouts::cancel))
         .merge(webui::router())
 }
 
@@ -106,6 +117,8 @@ pub struct Health {
 pub enum ApiError {
     BadRequest(String),
     Unauthorized(String),
+    /// Authenticated, but the role does not allow it.
+    Forbidden(String),
     NotFound(String),
     MethodNotAllowed,
     Conflict(String),
@@ -113,6 +126,23 @@ pub enum ApiError {
     /// A node's agent did not answer in time, or its link failed mid-call.
     Gateway(StatusCode, String),
     Internal(String),
+}
+
+impl std::fmt::Display for ApiError {
+    /// The `detail` the API would answer (for the CLI, which shares some of its checks).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::BadRequest(d)
+            | ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d)
+            | ApiError::NotFound(d)
+            | ApiError::Conflict(d)
+            | ApiError::Gateway(_, d)
+            | ApiError::Internal(d) => f.write_str(d),
+            ApiError::MethodNotAllowed => f.write_str("Method Not Allowed"),
+            ApiError::PayloadTooLarge => f.write_str("request body too large"),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -128,6 +158,7 @@ impl IntoResponse for ApiError {
                 )
                     .into_response();
             }
+            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, d),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, d),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".to_string()),
             ApiError::Conflict(d) => (StatusCode::CONFLICT, d),
