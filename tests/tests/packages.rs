@@ -214,6 +214,24 @@ impl Api {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
+    /// `POST path` with a file as the raw body.
+    fn upload(&self, path: &str, file: &Path) -> (u16, Value) {
+        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let req = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Authorization", &self.auth)
+            .set("Content-Type", "application/vnd.debian.binary-package");
+        let resp = match req.send_bytes(&data) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("POST {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
     fn available(&self, node: i64) -> Option<bool> {
         let (status, body) = self.call("GET", "/api/v1/servers/availability", None).ok()?;
         if status != 200 {
@@ -602,4 +620,143 @@ fn one_liner_installs_enrolls_and_starts_an_agent() {
     assert!(forged.sh("test -e /usr/bin/flotilla-agent").0 != 0, "/usr/bin/flotilla-agent exists");
     assert!(forged.sh("test -e /var/lib/flotilla-agent").0 != 0, "/var/lib/flotilla-agent exists");
     eprintln!("one_liner_installs_enrolls_and_starts_an_agent: {:.1?}", t0.elapsed());
+}
+
+/// The test's sabotage of one node: a drop-in runs the agent through a wrapper that exits at once
+/// when the installed package is `broken` (as a release whose binary dies on start would).
+const BROKEN_WRAPPER: &str = r#"#!/bin/sh
+v=$(dpkg-query -W -f='${Version}' flotilla-agent)
+if [ "$v" = "@BROKEN@" ]; then echo "flotilla-agent $v: broken build, exiting" >&2; exit 1; fi
+exec /usr/bin/flotilla-agent run --data-dir /var/lib/flotilla-agent --config /etc/flotilla/agent.toml
+"#;
+
+#[test]
+fn rolling_upgrade_stops_at_a_node_that_does_not_come_back_and_rolls_it_back() {
+    let Some(debs) = prerequisites(&["flotilla-controller", "flotilla-agent", "previous/flotilla-agent"]) else {
+        return;
+    };
+    let (new_version, old_version) = (deb_version(&debs[1]), deb_version(&debs[2]));
+    let t0 = Instant::now();
+    let ctl = Container::start("ctl");
+    let hosts: Vec<Container> = (0..5).map(|i| Container::start(&format!("roll{i}"))).collect();
+    let ctl_ip = ctl.wait_ready(Duration::from_secs(90));
+    for h in &hosts {
+        h.wait_ready(Duration::from_secs(90));
+    }
+    eprintln!("booted the controller and 5 hosts in {:.1?}", t0.elapsed());
+
+    install(&ctl, &debs[0]);
+    ctl.ok(&format!(
+        "{{ printf 'http = \"0.0.0.0:8080\"\\npublic_addr = [\"{ctl_ip}:4433\"]\\n'; cat /etc/flotilla/controller.toml; }} > /tmp/c.toml \
+         && cat /tmp/c.toml > /etc/flotilla/controller.toml && systemctl restart flotilla-controller"
+    ));
+    let api = Api::of_controller(&ctl, &ctl_ip);
+    // The catalog: the new package through the API, the one the nodes run through the CLI.
+    let (status, added) = api.upload("/api/v1/agent-packages", &debs[1]);
+    assert_eq!(status, 200, "upload: {added}");
+    assert_eq!((added["version"].as_str(), added["added"].as_bool()), (Some(new_version.as_str()), Some(true)));
+    let (status, refused) = api.upload("/api/v1/agent-packages", &debs[0]);
+    assert_eq!(status, 400, "the controller package was accepted: {refused}");
+    ctl.push(&debs[2], "/tmp/previous-agent.deb");
+    let out = ctl.ok("runuser -u flotilla -- flotilla-controller agent-package add /tmp/previous-agent.deb 2>&1");
+    assert!(out.contains(&format!("flotilla-agent {old_version} ")) && out.contains("added"), "{out}");
+
+    // Five nodes on the previous package, enrolled, side by side.
+    let created: Vec<(i64, String)> = (0..hosts.len())
+        .map(|i| {
+            let (_, id, token) = api.create_node(&format!("roll-{i}"));
+            (id, token)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (host, (_, token)) in hosts.iter().zip(&created) {
+            let deb = &debs[2];
+            s.spawn(move || {
+                install(host, deb);
+                host.ok(&format!("flotilla-agent enroll {token} >/dev/null 2>&1 && systemctl start flotilla-agent"));
+            });
+        }
+    });
+    let nodes: Vec<i64> = created.iter().map(|(id, _)| *id).collect();
+    // The third node (second wave) gets the sabotage.
+    let broken = &hosts[2];
+    broken.ok(&format!(
+        "cat > /usr/local/sbin/flotilla-agent-or-fail <<'EOF'\n{}EOF\nchmod 755 /usr/local/sbin/flotilla-agent-or-fail && \
+         mkdir -p /etc/systemd/system/flotilla-agent.service.d && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/sbin/flotilla-agent-or-fail\\n' \
+         > /etc/systemd/system/flotilla-agent.service.d/broken.conf && systemctl daemon-reload && systemctl restart flotilla-agent",
+        BROKEN_WRAPPER.replace("@BROKEN@", &new_version)
+    ));
+    for (host, id) in hosts.iter().zip(&nodes) {
+        wait_unit(host, "flotilla-agent", "the node reporting its package", Duration::from_secs(40), || {
+            let (_, node) = api.call("GET", &format!("/api/v1/nodes/{id}"), None).ok()?;
+            (node["connected"] == Value::Bool(true) && node["agent_package"].as_str() == Some(old_version.as_str()))
+                .then_some(())
+        });
+    }
+    let pids: Vec<u32> = hosts.iter().map(|h| main_pid(h, "flotilla-agent")).collect();
+    eprintln!("5 agents on {old_version} after {:.1?}", t0.elapsed());
+
+    // Canary, then waves of two, 20 s to come back each.
+    let body = serde_json::json!({ "version": new_version, "batch_size": 2, "health_timeout_s": 20 });
+    let (status, rollout) = api.call("POST", "/api/v1/rollouts", Some(&body)).unwrap();
+    assert_eq!(status, 200, "create rollout: {rollout}");
+    let id = rollout["id"].as_i64().expect("rollout id");
+    let waves: Vec<(i64, i64)> = rollout["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node_id"].as_i64().unwrap(), n["wave"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(waves, [(nodes[0], 0), (nodes[1], 1), (nodes[2], 1), (nodes[3], 2), (nodes[4], 2)]);
+    let (status, again) = api.call("POST", "/api/v1/rollouts", Some(&body)).unwrap();
+    assert_eq!(status, 400, "a second rollout while one runs: {again}");
+
+    let start = Instant::now();
+    let mut seen = String::new();
+    let done = wait_for("the rollout to end", Duration::from_secs(300), || {
+        let (_, r) = api.call("GET", &format!("/api/v1/rollouts/{id}"), None).ok()?;
+        let line = format!("{} wave {} {}", r["state"], r["current_wave"], r["progress"]);
+        if line != seen {
+            eprintln!("{:>6.1?} rollout {line}", start.elapsed());
+            seen = line;
+        }
+        (r["state"] != "running").then_some(r)
+    });
+    eprintln!("rollout ended after {:.1?}: {done:#}", start.elapsed());
+    assert_eq!(done["state"], "failed", "{done:#}");
+    let state = |node: i64| {
+        let n = done["nodes"].as_array().unwrap().iter().find(|n| n["node_id"].as_i64() == Some(node)).unwrap();
+        (n["state"].as_str().unwrap().to_string(), n["message"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(state(nodes[0]).0, "upgraded");
+    assert_eq!(state(nodes[1]).0, "upgraded");
+    let (broken_state, why) = state(nodes[2]);
+    assert_eq!(broken_state, "rolled_back", "{why}");
+    assert!(why.contains("did not reconnect"), "{why}");
+    assert_eq!(state(nodes[3]).0, "pending");
+    assert_eq!(state(nodes[4]).0, "pending");
+    assert!(done["message"].as_str().unwrap_or_default().contains("roll-2"), "{done:#}");
+
+    // On the hosts: the two upgraded run the new package, the broken one the previous package
+    // again (and its agent is back), the last two were never touched.
+    for (i, host) in hosts.iter().enumerate() {
+        let expected = if i < 2 { &new_version } else { &old_version };
+        assert_eq!(&installed_version(host, "flotilla-agent"), expected, "{}", host.name);
+        wait_unit(host, "flotilla-agent", "the agent available", Duration::from_secs(30), || {
+            (api.available(nodes[i]) == Some(true)).then_some(())
+        });
+    }
+    for i in [3, 4] {
+        assert_eq!(main_pid(&hosts[i], "flotilla-agent"), pids[i], "{} was restarted", hosts[i].name);
+    }
+    let installer = broken.sh("journalctl --no-pager -o cat -u 'flotilla-agent-upgrade-*' 2>&1").1;
+    assert!(installer.contains(&old_version), "the installer's journal:\n{installer}");
+    let (_, node) = api.call("GET", &format!("/api/v1/nodes/{}", nodes[2]), None).unwrap();
+    assert_eq!(node["agent_package"].as_str(), Some(old_version.as_str()), "{node}");
+
+    // The CLI shows the same progress.
+    let text = ctl.ok(&format!("runuser -u flotilla -- flotilla-controller rollout status {id} 2>/dev/null"));
+    assert!(text.contains(&format!("rollout {id} to {new_version}: failed")), "{text}");
+    assert!(text.contains("rolled_back"), "{text}");
+    eprintln!("rolling_upgrade_stops_at_a_node_that_does_not_come_back_and_rolls_it_back: {:.1?}", t0.elapsed());
 }

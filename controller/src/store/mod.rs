@@ -137,6 +137,8 @@ pub struct NodeRecord {
     pub last_seen_at: Option<OffsetDateTime>,
     pub facts: Option<HostFacts>,
     pub last_metrics: Option<MetricsSample>,
+    /// Version of the `flotilla-agent` package its agent last reported.
+    pub agent_package: Option<String>,
 }
 
 /// Why a join token cannot be used.
@@ -288,7 +290,7 @@ impl Store {
     }
 
     const NODE_COLUMNS: &'static str = "id, name, url, public_host, panel_port, base_path, panel_user IS NOT NULL, \
-        panel_password IS NOT NULL, revision, created_at, enrolled_at, last_seen_at, facts, last_metrics";
+        panel_password IS NOT NULL, revision, created_at, enrolled_at, last_seen_at, facts, last_metrics, agent_package";
 
     fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
         let facts: Option<String> = r.get(12)?;
@@ -309,6 +311,7 @@ impl Store {
             // Cached observations: an unreadable cache is dropped rather than failing the node.
             facts: facts.and_then(|s| serde_json::from_str(&s).ok()),
             last_metrics: metrics.and_then(|s| serde_json::from_str(&s).ok()),
+            agent_package: r.get(14)?,
         })
     }
 

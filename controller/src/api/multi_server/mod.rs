@@ -384,6 +384,7 @@ mod tests {
             last_seen_at: None,
             facts: None,
             last_metrics: None,
+            agent_package: None,
         }
     }
 

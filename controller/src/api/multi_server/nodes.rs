@@ -83,6 +83,11 @@ pub struct Node {
     /// When its agent was last heard from (UTC, `YYYY-MM-DDTHH:MM:SS`); null if never.
     pub last_seen: Option<String>,
     pub created_at: String,
+    /// Version of the agent binary on its current link; null when not connected.
+    pub agent_version: Option<String>,
+    /// Version of the `flotilla-agent` package installed on the node, as its agent last reported
+    /// it (what rollouts upgrade); null when it does not run from the package.
+    pub agent_package: Option<String>,
 }
 
 /// A node with a fresh single-use join token for its agent (`POST /api/v1/nodes`,
@@ -126,6 +131,13 @@ impl Node {
             connected: live.connected,
             last_seen: live.last_seen.or(node.last_seen_at).map(timestamp),
             created_at: timestamp(node.created_at),
+            agent_version: live.agent_version.clone().filter(|_| live.connected),
+            agent_package: live
+                .release
+                .as_ref()
+                .filter(|_| live.connected)
+                .map(|r| r.package_version.clone())
+                .unwrap_or_else(|| node.agent_package.clone()),
         }
     }
 
