@@ -495,7 +495,7 @@ impl Store {
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        Ok(ids.into_iter().filter_map(|id| self.rollout(RolloutId(id)).transpose()).collect::<Result<_, _>>()?)
+        ids.into_iter().filter_map(|id| self.rollout(RolloutId(id)).transpose()).collect()
     }
 
     /// The rollout in state `running`, if any (there is at most one).

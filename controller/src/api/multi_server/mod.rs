@@ -193,6 +193,13 @@ impl From<FleetError> for ApiError {
     }
 }
 
+/// Runs store work off the async threads; its error becomes the family's error.
+pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(Into::into)
+}
+
 /// Fallback for unknown paths (JSON, like every other error of the API).
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".into())

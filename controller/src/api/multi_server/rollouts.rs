@@ -8,7 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, BasicUser, ErrorBody, JsonBody, TAG};
+use super::{blocking, ApiError, BasicUser, ErrorBody, JsonBody, TAG};
 use crate::agent_package::AgentPackage;
 use crate::api::{timestamp, AppState};
 use crate::store::{
@@ -90,9 +90,7 @@ pub async fn list_packages(
 ) -> Result<Json<Vec<AgentPackageInfo>>, ApiError> {
     admin(&user)?;
     let store = state.store.clone();
-    let packages = tokio::task::spawn_blocking(move || store.agent_packages())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let packages = blocking(move || store.agent_packages()).await?;
     Ok(Json(packages.into_iter().map(Into::into).collect()))
 }
 
@@ -128,9 +126,7 @@ pub async fn add_package_route(
         _ => ApiError::BadRequest(format!("cannot read the package: {e}")),
     })?;
     let store = state.store.clone();
-    let (record, added) = tokio::task::spawn_blocking(move || add_package(&store, &data))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let (record, added) = blocking(move || add_package(&store, &data)).await?;
     tracing::info!(version = %record.version, added = ?added, "agent package uploaded");
     Ok(Json(AgentPackageInfo { added: Some(added == PackageAdded::Added), ..record.into() }))
 }
@@ -159,9 +155,7 @@ pub async fn delete_package(
     admin(&user)?;
     let store = state.store.clone();
     let v = version.clone();
-    let deleted = tokio::task::spawn_blocking(move || store.delete_agent_package(&v))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let deleted = blocking(move || store.delete_agent_package(&v)).await?;
     if !deleted {
         return Err(ApiError::NotFound(format!("flotilla-agent package {version} not found")));
     }
@@ -394,9 +388,7 @@ pub async fn create(
 pub async fn list(user: BasicUser, State(state): State<AppState>) -> Result<Json<Vec<Rollout>>, ApiError> {
     admin(&user)?;
     let store = state.store.clone();
-    let views = tokio::task::spawn_blocking(move || store.rollouts())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let views = blocking(move || store.rollouts()).await?;
     Ok(Json(views.into_iter().map(Into::into).collect()))
 }
 
@@ -432,9 +424,7 @@ pub async fn get_one(
     admin(&user)?;
     let id = rollout_id(&raw)?;
     let store = state.store.clone();
-    let view = tokio::task::spawn_blocking(move || store.rollout(id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let view = blocking(move || store.rollout(id)).await?;
     view.map(|v| Json(v.into())).ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))
 }
 
@@ -463,9 +453,7 @@ pub async fn cancel(
     let id = rollout_id(&raw)?;
     let store = state.store.clone();
     let by = user.0.username.clone();
-    let view = tokio::task::spawn_blocking(move || cancel_rollout(&store, id, &by))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let view = blocking(move || cancel_rollout(&store, id, &by)).await?;
     Ok(Json(view.into()))
 }
 

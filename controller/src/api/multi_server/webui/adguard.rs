@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::UiUser;
 use crate::adguard;
-use crate::api::multi_server::{ApiError, ErrorBody, JsonBody, Query, TAG};
+use crate::api::multi_server::{blocking, ApiError, ErrorBody, JsonBody, Query, TAG};
 use crate::api::AppState;
 use crate::jobs::adguard::{CollectError, Collected};
 use crate::store::{AdGuardSample, AdGuardSourceChange, AdGuardSourceRecord, NewAdGuardSource, StoreError, TopEntry};
@@ -145,12 +145,6 @@ impl FromRequestParts<AppState> for SourceIdPath {
             .map(SourceIdPath)
             .ok_or_else(|| ApiError::BadRequest(format!("source_id must be a positive integer, got {raw:?}")))
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))??)
 }
 
 /// Every AdGuard Home source, by name.
@@ -543,9 +537,10 @@ pub async fn history(
     let bucket_sec = q.bucket_sec.unwrap_or(300).clamp(1, 21_600);
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let store = state.store.clone();
-    let (sources, samples) =
-        blocking(move || Ok((store.adguard_sources()?, store.adguard_samples_since(now - range_sec, q.source_id)?)))
-            .await?;
+    let (sources, samples) = blocking(move || {
+        Ok::<_, StoreError>((store.adguard_sources()?, store.adguard_samples_since(now - range_sec, q.source_id)?))
+    })
+    .await?;
     let bucketed = adguard::bucketize(&samples, bucket_sec);
     let name = |id: i64| sources.iter().find(|s| s.id == id).map(|s| s.name.clone()).unwrap_or_default();
     let mut series: Vec<AdGuardSeries> = bucketed
