@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod close;
 pub mod codec;
+pub mod containers;
 pub mod enroll;
 pub mod facts;
 pub mod ids;

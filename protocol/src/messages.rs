@@ -101,6 +101,9 @@ impl Capabilities {
     pub const WIREGUARD: Capabilities = Capabilities(1 << 4);
     /// Runs from the Debian package under systemd and answers `UPGRADE_AGENT`.
     pub const SELF_UPGRADE: Capabilities = Capabilities(1 << 5);
+    /// Runs containers: answers `CONTAINER_*`, `SNAPSHOT_LIST` and `TASK_STATUS`, sends
+    /// `CONTAINER_TASK` and `CONTAINER_SAMPLES` events.
+    pub const CONTAINERS: Capabilities = Capabilities(1 << 6);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -180,6 +183,10 @@ impl EventKind {
     pub const WG_STATUS: EventKind = EventKind(6);
     /// Agent → controller, first on every session: [`crate::upgrade::AgentRelease`].
     pub const AGENT_RELEASE: EventKind = EventKind(7);
+    /// Agent → controller: [`crate::containers::TaskInfo`] when a container task starts or ends.
+    pub const CONTAINER_TASK: EventKind = EventKind(8);
+    /// Agent → controller: [`crate::containers::ContainerSamples`] on every stats sample.
+    pub const CONTAINER_SAMPLES: EventKind = EventKind(9);
 }
 
 /// Agent → controller telemetry. `seq` increases per agent; the controller acks what it has

@@ -53,6 +53,23 @@ impl RequestKind {
     /// Agent → controller. Body: [`crate::upgrade::PackageChunkRequest`]. Answer:
     /// [`crate::upgrade::PackageChunk`].
     pub const FETCH_PACKAGE: RequestKind = RequestKind(18);
+    /// Controller → agent. Body: [`crate::containers::ContainerCreate`]. Answer:
+    /// [`crate::containers::TaskStarted`] once the create task runs.
+    pub const CONTAINER_CREATE: RequestKind = RequestKind(19);
+    /// Controller → agent. Body: [`crate::containers::ContainerAction`]. Answer:
+    /// [`crate::containers::TaskStarted`].
+    pub const CONTAINER_ACTION: RequestKind = RequestKind(20);
+    /// Controller → agent. Body: [`crate::containers::ContainerQuery`]. Answer:
+    /// [`crate::containers::ContainerStatus`].
+    pub const CONTAINER_STATUS: RequestKind = RequestKind(21);
+    /// Controller → agent. Body: empty. Answer: [`crate::containers::ContainerList`].
+    pub const CONTAINER_LIST: RequestKind = RequestKind(22);
+    /// Controller → agent. Body: [`crate::containers::ContainerQuery`]. Answer:
+    /// [`crate::containers::SnapshotList`].
+    pub const SNAPSHOT_LIST: RequestKind = RequestKind(23);
+    /// Controller → agent. Body: [`crate::containers::TaskQuery`]. Answer:
+    /// [`crate::containers::TaskInfo`] with the whole log.
+    pub const TASK_STATUS: RequestKind = RequestKind(24);
 }
 
 /// One call.

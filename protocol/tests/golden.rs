@@ -14,6 +14,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flotilla_protocol::backup::{ImportReport, StateExport, StateImport};
 use flotilla_protocol::codec::{self, PREFIX_LEN};
+use flotilla_protocol::containers::{
+    ContainerAction, ContainerCreate, ContainerList, ContainerOp, ContainerQuery, ContainerSample, ContainerSamples,
+    ContainerSpec, ContainerState, ContainerStatus, OsTemplate, SnapshotInfo, SnapshotList, TaskInfo, TaskQuery,
+    TaskStarted, TaskState, Upid,
+};
 use flotilla_protocol::enroll::{EnrollRefusal, EnrollRefused, EnrollRequest, Enrolled, RenewRequest, Renewed};
 use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::messages::{
@@ -353,6 +358,15 @@ fn numbered_constants() {
     assert_eq!(RequestKind::FETCH_PACKAGE, RequestKind(18));
     assert_eq!(EventKind::AGENT_RELEASE, EventKind(7));
     assert_eq!(Capabilities::SELF_UPGRADE, Capabilities(32));
+    assert_eq!(RequestKind::CONTAINER_CREATE, RequestKind(19));
+    assert_eq!(RequestKind::CONTAINER_ACTION, RequestKind(20));
+    assert_eq!(RequestKind::CONTAINER_STATUS, RequestKind(21));
+    assert_eq!(RequestKind::CONTAINER_LIST, RequestKind(22));
+    assert_eq!(RequestKind::SNAPSHOT_LIST, RequestKind(23));
+    assert_eq!(RequestKind::TASK_STATUS, RequestKind(24));
+    assert_eq!(EventKind::CONTAINER_TASK, EventKind(8));
+    assert_eq!(EventKind::CONTAINER_SAMPLES, EventKind(9));
+    assert_eq!(Capabilities::CONTAINERS, Capabilities(64));
     assert_eq!(ALPN_LINK, b"flotilla/1");
     assert_eq!(ALPN_ENROLL, b"flotilla-enroll/1");
 }
@@ -670,5 +684,123 @@ fn upgrade_bodies() {
     check_body(
         &outcome(UpgradeResult::Failed { reason: "dpkg: error".into() }),
         "0107302e312e302d3107302e322e302d31020b64706b673a206572726f72fd330469cf8f010000",
+    );
+}
+
+// ---- containers -------------------------------------------------------------------------------
+
+#[test]
+fn container_bodies() {
+    let spec = |template| ContainerSpec {
+        name: "vps-300".into(),
+        template,
+        cores: 2,
+        memory_mib: 1024,
+        disk_gb: 10,
+        root_password: "pässword".into(),
+    };
+    check_body(
+        &ContainerCreate { spec: spec(OsTemplate::Busybox), user: "alice@flotilla".into() },
+        "077670732d3330300002fb00040a0970c3a47373776f72640e616c69636540666c6f74696c6c61",
+    );
+    check_body(
+        &ContainerCreate { spec: spec(OsTemplate::Debian { release: "bookworm".into() }), user: "a".into() },
+        "077670732d3330300108626f6f6b776f726d02fb00040a0970c3a47373776f72640161",
+    );
+    check_body(
+        &ContainerCreate {
+            spec: spec(OsTemplate::Named { template: "download".into(), args: vec!["-d".into(), "alpine".into()] }),
+            user: "a".into(),
+        },
+        "077670732d3330300208646f776e6c6f616402022d6406616c70696e6502fb00040a0970c3a47373776f72640161",
+    );
+    let ops = [
+        ContainerOp::Start,
+        ContainerOp::Stop { timeout_s: 30 },
+        ContainerOp::Restart { timeout_s: 300 },
+        ContainerOp::Delete,
+        ContainerOp::SetPassword { password: "x".into() },
+        ContainerOp::Resize { cores: Some(4), memory_mib: None, disk_gb: Some(300) },
+        ContainerOp::SnapshotCreate { name: "s1".into(), description: "before".into() },
+        ContainerOp::SnapshotRollback { name: "s1".into() },
+        ContainerOp::SnapshotDelete { name: "s1".into() },
+    ];
+    let golden = [
+        "077670732d3330300008726f6f744070616d",
+        "077670732d333030011e08726f6f744070616d",
+        "077670732d33303002fb2c0108726f6f744070616d",
+        "077670732d3330300308726f6f744070616d",
+        "077670732d33303004017808726f6f744070616d",
+        "077670732d3330300501040001fb2c0108726f6f744070616d",
+        "077670732d33303006027331066265666f726508726f6f744070616d",
+        "077670732d3330300702733108726f6f744070616d",
+        "077670732d3330300802733108726f6f744070616d",
+    ];
+    for (op, golden) in ops.into_iter().zip(golden) {
+        check_body(&ContainerAction { name: "vps-300".into(), op, user: "root@pam".into() }, golden);
+    }
+    let upid = Upid("UPID:nl-1:0003A1B2:0A1B2C3D:6650F00D:vzcreate:vps-300:alice@flotilla:".into());
+    check_body(&TaskStarted { upid: upid.clone() }, "45555049443a6e6c2d313a30303033413142323a30413142324333443a36363530463030443a767a6372656174653a7670732d3330303a616c69636540666c6f74696c6c613a");
+    check_body(&TaskQuery { upid: upid.clone() }, "45555049443a6e6c2d313a30303033413142323a30413142324333443a36363530463030443a767a6372656174653a7670732d3330303a616c69636540666c6f74696c6c613a");
+    check_body(&ContainerQuery { name: "vps-300".into() }, "077670732d333030");
+    for (state, golden) in [
+        (TaskState::Running, "45555049443a6e6c2d313a30303033413142323a30413142324333443a36363530463030443a767a6372656174653a7670732d3330303a616c69636540666c6f74696c6c613a08767a637265617465077670732d33303000fd330469cf8f01000001fd700769cf8f01000002086372656174696e67075441534b204f4b"),
+        (TaskState::Ok, "45555049443a6e6c2d313a30303033413142323a30413142324333443a36363530463030443a767a6372656174653a7670732d3330303a616c69636540666c6f74696c6c613a08767a637265617465077670732d33303001fd330469cf8f01000001fd700769cf8f01000002086372656174696e67075441534b204f4b"),
+        (TaskState::Error { message: "disk full".into() }, "45555049443a6e6c2d313a30303033413142323a30413142324333443a36363530463030443a767a6372656174653a7670732d3330303a616c69636540666c6f74696c6c613a08767a637265617465077670732d33303002096469736b2066756c6cfd330469cf8f01000001fd700769cf8f01000002086372656174696e67075441534b204f4b"),
+    ] {
+        check_body(
+            &TaskInfo {
+                upid: upid.clone(),
+                kind: "vzcreate".into(),
+                container: "vps-300".into(),
+                state,
+                started_ms: 1_717_171_717_171,
+                ended_ms: Some(1_717_171_718_000),
+                log: vec!["creating".into(), "TASK OK".into()],
+            },
+            golden,
+        );
+    }
+    let sample = ContainerSample {
+        time_ms: 1_717_171_717_171,
+        cpu: 0.25,
+        mem_used: 536_870_912,
+        disk_used: 5_368_709_120,
+        net_in: 300,
+        net_out: 70_000,
+    };
+    let status = |state, managed| ContainerStatus {
+        name: "vps-300".into(),
+        state,
+        managed,
+        uptime_s: 3600,
+        cores: 2,
+        mem_max: 1 << 30,
+        disk_max: 10 << 30,
+        now: sample,
+        ipv4: Some("10.0.3.100".into()),
+        samples: vec![sample, sample],
+    };
+    check_body(&status(ContainerState::Running, true), "077670732d3330300001fb100e02fc00000040fd0000008002000000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100010a31302e302e332e31303002fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100");
+    check_body(
+        &ContainerList {
+            containers: vec![
+                status(ContainerState::Stopped, false),
+                status(ContainerState::Frozen, true),
+                status(ContainerState::Creating, true),
+                status(ContainerState::Missing, true),
+            ],
+        },
+        "04077670732d3330300100fb100e02fc00000040fd0000008002000000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100010a31302e302e332e31303002fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100077670732d3330300201fb100e02fc00000040fd0000008002000000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100010a31302e302e332e31303002fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100077670732d3330300301fb100e02fc00000040fd0000008002000000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100010a31302e302e332e31303002fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100077670732d3330300401fb100e02fc00000040fd0000008002000000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100010a31302e302e332e31303002fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100",
+    );
+    check_body(
+        &SnapshotList {
+            snapshots: vec![SnapshotInfo { name: "s1".into(), description: "é".into(), snaptime: 1_704_067_200 }],
+        },
+        "0102733102c3a9fc80009265",
+    );
+    check_body(
+        &ContainerSamples { containers: vec![("vps-300".into(), ContainerState::Running, sample)] },
+        "01077670732d33303000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100",
     );
 }
