@@ -40,6 +40,17 @@ pub struct FileConfig {
     /// `[install]`: the one-line node install.
     #[serde(default)]
     pub install: InstallConfig,
+    /// `[vps]`.
+    #[serde(default)]
+    pub vps: VpsConfig,
+}
+
+/// `[vps]` of `controller.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpsConfig {
+    /// Let anyone create an account with `POST /api/auth/register` (default: false).
+    pub registration: Option<bool>,
 }
 
 /// `[install]` of `controller.toml`.

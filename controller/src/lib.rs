@@ -19,4 +19,5 @@ pub mod rollout;
 pub mod server;
 pub mod sharelinks;
 pub mod store;
+pub mod vps;
 pub mod wireguard;

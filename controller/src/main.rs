@@ -290,6 +290,7 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
         install: flotilla_controller::api::install::InstallSettings {
             agent_package: file.install.agent_package.clone(),
         },
+        vps: flotilla_controller::api::vps::VpsSettings { registration: file.vps.registration.unwrap_or(false) },
         candy: {
             let defaults = flotilla_controller::api::candy::CandySettings::default();
             flotilla_controller::api::candy::CandySettings {

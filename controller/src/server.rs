@@ -34,6 +34,8 @@ pub struct Settings {
     pub v2ray_stat: crate::api::v2ray_stat::V2rayStatSettings,
     /// The CandyPanel API (`[candy]`).
     pub candy: crate::api::candy::CandySettings,
+    /// The VPS API (`[vps]`).
+    pub vps: crate::api::vps::VpsSettings,
     /// The one-line node install (`[install]`).
     pub install: crate::api::install::InstallSettings,
 }
@@ -58,6 +60,7 @@ impl Settings {
             monitoring: Default::default(),
             v2ray_stat: Default::default(),
             candy: Default::default(),
+            vps: Default::default(),
             install: Default::default(),
         }
     }
@@ -212,6 +215,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             candy: Arc::new(settings.candy.clone()),
             install: Arc::new(settings.install.clone()),
             rollouts: crate::rollout::Rollouts::start(fleet.clone()),
+            vps: Arc::new(settings.vps.clone()),
         },
         base_path.as_deref(),
     );

@@ -5,6 +5,7 @@ pub mod install;
 pub mod multi_server;
 pub mod openapi;
 pub mod v2ray_stat;
+pub mod vps;
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub install: Arc<install::InstallSettings>,
     /// Rolling agent upgrades.
     pub rollouts: Arc<crate::rollout::Rollouts>,
+    /// The VPS API's settings.
+    pub vps: Arc<vps::VpsSettings>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
@@ -46,6 +49,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
         .merge(v2ray_stat::router(state.clone()))
         .merge(candy::router())
         .merge(install::router())
+        .merge(vps::router())
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         // The web UI's feed lives beside the API, not under /api.
         .route("/ws", axum::routing::get(multi_server::feed::connect));

@@ -75,6 +75,8 @@ pub struct NodeLive {
     pub self_upgrade_capable: bool,
     /// Installed package and last upgrade, as this session's agent reported them.
     pub release: Option<flotilla_protocol::upgrade::AgentRelease>,
+    /// The agent runs containers (the VPS API's servers).
+    pub containers_capable: bool,
 }
 
 struct SessionSlot {
@@ -298,6 +300,7 @@ impl Fleet {
             self_upgrade_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::SELF_UPGRADE),
             // Reported afresh by every session.
             release: None,
+            containers_capable: hello.capabilities.contains(flotilla_protocol::messages::Capabilities::CONTAINERS),
         };
         entry.session = Some(SessionSlot { id, conn });
         id

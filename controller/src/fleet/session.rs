@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_protocol::close::CloseCode;
 use flotilla_protocol::codec;
+use flotilla_protocol::containers::{ContainerQuery, ContainerSamples, ContainerStatus, TaskInfo};
 use flotilla_protocol::enroll::{RenewRequest, Renewed};
 use flotilla_protocol::io::{read_message, write_message};
 use flotilla_protocol::messages::{Capabilities, EventAck, EventKind, Heartbeat, Hello, Message, Upgrade, Welcome};
@@ -332,6 +333,31 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable agent release dropped"),
                     },
+                    EventKind::CONTAINER_TASK => match codec::decode_from::<TaskInfo>(&event.body) {
+                        Ok(task) => {
+                            let store = fleet.store.clone();
+                            let after = tokio::task::spawn_blocking(move || crate::vps::on_task(&store, node, &task)).await;
+                            match after {
+                                Ok(Ok(crate::vps::AfterTask::RefreshStatus(server))) => {
+                                    tokio::spawn(refresh_server(fleet.clone(), node, server));
+                                }
+                                Ok(Ok(crate::vps::AfterTask::Nothing)) | Err(_) => {}
+                                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record a container task"),
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable container task dropped"),
+                    },
+                    EventKind::CONTAINER_SAMPLES => match codec::decode_from::<ContainerSamples>(&event.body) {
+                        Ok(samples) => {
+                            let store = fleet.store.clone();
+                            let recorded =
+                                tokio::task::spawn_blocking(move || crate::vps::on_samples(&store, node, &samples)).await;
+                            if let Ok(Err(e)) = recorded {
+                                tracing::warn!(error = %e, "cannot record container samples");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable container samples dropped"),
+                    },
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },
                 Some(Ok(other)) => {
@@ -430,6 +456,24 @@ async fn local_user_changes(fleet: &Arc<Fleet>, node: NodeId, body: &[u8]) -> Re
         tracing::debug!(status = outcome.status(), "state with the agent's user changes pushed");
     });
     codec::encode_body(&applied).map_err(|e| RpcError::Failed(e.to_string()))
+}
+
+/// Asks a node for a just-created server's container and records its address.
+async fn refresh_server(fleet: Arc<Fleet>, node: NodeId, server: i64) {
+    let store = fleet.store.clone();
+    let Ok(Ok(Some(record))) = tokio::task::spawn_blocking(move || store.server(server)).await else { return };
+    let query = ContainerQuery { name: record.container };
+    let Ok(body) = codec::encode_body(&query) else { return };
+    match fleet.call(node, RequestKind::CONTAINER_STATUS, body, Duration::from_secs(15)).await {
+        Ok(answer) => {
+            let Ok(status) = codec::decode_from::<ContainerStatus>(&answer) else { return };
+            let Some(state) = crate::api::vps::servers::server_status_for(status.state) else { return };
+            let store = fleet.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.set_server_state(server, state, status.ipv4.as_deref()))
+                .await;
+        }
+        Err(e) => tracing::debug!(error = %e, server, "cannot read a new server's status"),
+    }
 }
 
 /// A byte range of a catalog package, for an agent upgrading itself.

@@ -290,4 +290,68 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (rollout_id, node_id)
     );
     "#,
+    // 8: the VPS API: catalogs, servers (containers on nodes, owned by users), their tasks and
+    // metrics; users get an optional e-mail (the panel logs in by e-mail).
+    r#"
+    ALTER TABLE users ADD COLUMN email TEXT;
+    CREATE UNIQUE INDEX users_email ON users(email COLLATE NOCASE) WHERE email IS NOT NULL;
+    CREATE TABLE vps_os (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL UNIQUE,
+        type       TEXT NOT NULL DEFAULT 'linux',
+        template   TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE vps_tariffs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT NOT NULL UNIQUE,
+        cores       INTEGER NOT NULL,
+        memory_mib  INTEGER NOT NULL,
+        disk_gb     INTEGER NOT NULL,
+        price       REAL NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE vps_servers (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        node_id       INTEGER REFERENCES nodes(id) ON DELETE SET NULL,
+        os_id         INTEGER NOT NULL REFERENCES vps_os(id),
+        tariff_id     INTEGER NOT NULL REFERENCES vps_tariffs(id),
+        container     TEXT NOT NULL UNIQUE,
+        vmid          INTEGER NOT NULL,
+        status        TEXT NOT NULL,
+        ip_address    TEXT,
+        root_password BLOB,
+        cores         INTEGER NOT NULL,
+        memory_mib    INTEGER NOT NULL,
+        disk_gb       INTEGER NOT NULL,
+        create_task   TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE TABLE vps_tasks (
+        upid       TEXT PRIMARY KEY,
+        server_id  INTEGER REFERENCES vps_servers(id) ON DELETE SET NULL,
+        node_id    INTEGER,
+        kind       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        message    TEXT,
+        log        TEXT NOT NULL DEFAULT '',
+        started_at INTEGER NOT NULL,
+        ended_at   INTEGER
+    );
+    CREATE TABLE vps_metrics (
+        server_id INTEGER NOT NULL REFERENCES vps_servers(id) ON DELETE CASCADE,
+        ts        INTEGER NOT NULL,
+        cpu       REAL NOT NULL,
+        mem_used  INTEGER NOT NULL,
+        mem_max   INTEGER NOT NULL,
+        disk_used INTEGER NOT NULL,
+        disk_max  INTEGER NOT NULL,
+        net_in    INTEGER NOT NULL,
+        net_out   INTEGER NOT NULL,
+        PRIMARY KEY (server_id, ts)
+    );
+    "#,
 ];

@@ -10,6 +10,7 @@ mod proxy;
 mod rollout;
 mod secrets;
 mod users;
+mod vps;
 mod wireguard;
 
 use std::path::Path;
@@ -32,6 +33,9 @@ pub use rollout::{
 };
 pub use secrets::SecretBox;
 pub use users::{AppliedChanges, ChangeRefusal};
+pub use vps::{
+    template_from_text, template_to_text, NewServer, OsRecord, ServerRecord, ServerStatus, TariffRecord, TaskRecord,
+};
 pub use wireguard::{
     NewWgClient, NewWgInterface, WgClientChange, WgClientRecord, WgInterfaceChange, WgInterfaceRecord, WgRefusal,
     WgStoreError,

@@ -29,6 +29,9 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri) -
     if super::is_candy_path(path) {
         return super::CandyError::not_found(format!("Unknown endpoint {path}")).into_response();
     }
+    if crate::api::vps::is_vps_path(path) {
+        return crate::api::vps::VpsError::not_found(format!("no endpoint {path}")).into_response();
+    }
     crate::api::multi_server::not_found().await.into_response()
 }
 
@@ -40,6 +43,11 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             message: format!("Method {method} is not allowed on {}", uri.path()),
         };
         return error.into_response();
+    }
+    if crate::api::vps::is_vps_path(uri.path()) {
+        let message = format!("method {method} is not allowed on {}", uri.path());
+        return crate::api::vps::VpsError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, message }
+            .into_response();
     }
     crate::api::multi_server::method_not_allowed().await.into_response()
 }
