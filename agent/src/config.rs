@@ -28,6 +28,8 @@ pub struct AgentConfig {
     pub local_api: LocalApiSection,
     /// `[wireguard]`: the WireGuard backend (absent: WireGuard off).
     pub wireguard: crate::drivers::wireguard::WireGuardSettings,
+    /// `[containers]`: the containers backend (absent: containers off).
+    pub containers: crate::drivers::containers::ContainersSettings,
     /// `[stats_columns.server]` / `[stats_columns.client]`: the tables of the local API's
     /// `GET /api/v1/stats` (absent: the original v2ray-stat's shipped defaults).
     pub stats_columns: Option<StatsColumns>,
@@ -82,6 +84,7 @@ impl Default for AgentConfig {
             core: crate::drivers::core::CoreSettings::default(),
             local_api: LocalApiSection::default(),
             wireguard: crate::drivers::wireguard::WireGuardSettings::default(),
+            containers: crate::drivers::containers::ContainersSettings::default(),
             stats_columns: None,
         }
     }
@@ -104,6 +107,7 @@ impl AgentConfig {
         if self.wireguard.poll_interval < Duration::from_millis(100) {
             return Err("[wireguard] poll_interval must be at least 100ms".into());
         }
+        self.containers.validate().map_err(|e| format!("[containers] {e}"))?;
         Ok(self)
     }
 
@@ -193,6 +197,32 @@ mod tests {
         let too_fast = dir.path().join("agent.toml");
         std::fs::write(&too_fast, "[wireguard]\npoll_interval = \"1ms\"").unwrap();
         assert!(AgentConfig::load(&too_fast, true).unwrap_err().to_string().contains("poll_interval"));
+    }
+
+    #[test]
+    fn containers_section_defaults_to_off() {
+        use crate::drivers::containers::BackendSetting;
+        let c: AgentConfig = toml::from_str("").unwrap();
+        assert_eq!(c.containers.backend, BackendSetting::Off);
+        assert_eq!(c.containers.bridge, "fltbr0");
+        assert_eq!(c.containers.sample_interval, Duration::from_secs(10));
+        assert_eq!(c.containers.samples_kept, 120);
+        let c: AgentConfig = toml::from_str(
+            "[containers]\nbackend = \"lxc\"\nbridge = \"br9\"\naddress_pool = \"10.9.0.2-10.9.0.3\"\n\
+             gateway_cidr = \"10.9.0.1/24\"\nlxc_path = \"/srv/lxc\"\nsample_interval = \"5s\"\nsamples_kept = 10\n",
+        )
+        .unwrap();
+        assert_eq!(c.containers.backend, BackendSetting::Lxc);
+        assert_eq!(c.containers.validate().unwrap().addresses().len(), 2);
+        let proxmox = toml::from_str::<AgentConfig>("[containers]\nbackend = \"proxmox\"\n").unwrap_err();
+        assert!(proxmox.to_string().contains("the Proxmox backend is not available in this build yet"), "{proxmox}");
+        assert!(toml::from_str::<AgentConfig>("[containers]\nbackend = \"docker\"\n").is_err());
+        assert!(toml::from_str::<AgentConfig>("[containers]\nport = 1\n").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("agent.toml");
+        std::fs::write(&bad, "[containers]\naddress_pool = \"10.9.0.2-10.9.0.3\"\n").unwrap();
+        assert!(AgentConfig::load(&bad, true).unwrap_err().to_string().contains("not inside"));
+        assert_eq!("LXC".parse::<BackendSetting>(), Ok(BackendSetting::Lxc));
     }
 
     #[test]

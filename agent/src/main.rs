@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flotilla_agent::config::{AgentConfig, DEFAULT_CONFIG, DEFAULT_DATA_DIR};
+use flotilla_agent::drivers::containers::{BackendSetting as ContainersBackend, ContainersDriver};
 use flotilla_agent::drivers::core::{CoreDriver, ProxyCore};
 use flotilla_agent::drivers::wireguard::{BackendSetting, WireGuardDriver};
 use flotilla_agent::identity::CertInfo;
@@ -75,6 +76,10 @@ enum Command {
         /// "off" (overrides [wireguard] backend; default: off).
         #[arg(long, value_name = "kernel|userspace|off")]
         wireguard_backend: Option<BackendSetting>,
+        /// Containers backend: "lxc" (the lxc-* tools) or "off" (overrides [containers]
+        /// backend; default: off).
+        #[arg(long, value_name = "lxc|off")]
+        containers_backend: Option<ContainersBackend>,
     },
     /// Enroll this host with a join token from the controller (POST /api/v1/nodes).
     ///
@@ -90,8 +95,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check the configuration file, and that the WireGuard backend it names is present, then
-    /// exit: 0 when the agent can start with it, 2 when not (with the reason). systemd runs it
+    /// Check the configuration file, and that the WireGuard and containers backends it names
+    /// are present, then exit: 0 when the agent can start with it, 2 when not (with the reason). systemd runs it
     /// before starting and before reloading the service.
     CheckConfig,
     /// Show enrollment and link status as recorded by the running agent.
@@ -167,6 +172,7 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
             local_api,
             stats_columns,
             wireguard_backend,
+            containers_backend,
         } => {
             // SIGHUP reloads; registered first, so an early `systemctl reload` cannot end us.
             let hup = flotilla_agent::signals::hangup();
@@ -193,6 +199,15 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
                         .map_err(|e| anyhow::anyhow!("WireGuard: {e}"))?,
                 ),
             };
+            // Like WireGuard: a containers backend asked for but unusable stops the agent with
+            // what to install.
+            let mut ct_settings = config.containers.clone();
+            if let Some(backend) = containers_backend {
+                ct_settings.backend = backend;
+            }
+            let containers = ContainersDriver::start(&ct_settings, state.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("containers: {e}"))?;
             if state.identity()?.is_none() {
                 // A service started before enrollment waits for it instead of crash-looping.
                 tracing::warn!("not enrolled yet: run `flotilla-agent enroll TOKEN`; waiting");
@@ -238,7 +253,8 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
             });
             let self_upgrade = Arc::new(SelfUpgrade::probe(&cli.data_dir));
             tracing::debug!(?self_upgrade, supported = self_upgrade.supported(), "self-upgrade");
-            let mut link = tokio::spawn(link::run_with_upgrade(state, settings, Some(self_upgrade), rx));
+            let drivers = link::LinkDrivers { upgrade: Some(self_upgrade), containers: containers.clone() };
+            let mut link = tokio::spawn(link::run_with_drivers(state, settings, drivers, rx));
             // The link ends by itself only when the controller revoked this node.
             let ended = tokio::select! {
                 _ = flotilla_agent::signals::stopped_reloading(hup, || reload.reload()) => None,
@@ -260,6 +276,9 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
             }
             if let Some(wireguard) = wireguard {
                 wireguard.stop();
+            }
+            if let Some(containers) = containers {
+                containers.stop();
             }
             result
         }
@@ -292,6 +311,12 @@ fn check_config(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
     if let Some(backend) = config.wireguard.backend.backend() {
         if let Err(e) = flotilla_agent::drivers::wireguard::LinuxHost::probe(backend) {
             eprintln!("flotilla-agent: config: {}: [wireguard] {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if config.containers.backend == ContainersBackend::Lxc {
+        if let Err(e) = flotilla_agent::drivers::containers::check_lxc_host(&config.containers) {
+            eprintln!("flotilla-agent: config: {}: [containers] {e}", path.display());
             return ExitCode::from(2);
         }
     }

@@ -219,6 +219,9 @@ enum UserCommand {
         role: Role,
         #[arg(long)]
         reset: bool,
+        /// E-mail address (the VPS panel logs in with it; unique).
+        #[arg(long)]
+        email: Option<String>,
     },
 }
 
@@ -411,7 +414,7 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
             );
             Ok(())
         }
-        Command::User(UserCommand::Add { username, role, reset }) => {
+        Command::User(UserCommand::Add { username, role, reset, email }) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             private_file::ensure_private_dir(&data_dir)?;
             let store = Store::open(&data_dir)?;
@@ -435,6 +438,13 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
             } else {
                 store.create_user(&username, &hash, role)?;
                 println!("user {username:?} added");
+            }
+            if let Some(email) = email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+                if !email.contains('@') {
+                    anyhow::bail!("--email {email:?} is not an e-mail address");
+                }
+                store.set_user_email(&username, Some(email))?;
+                println!("e-mail of {username:?} set to {email}");
             }
             Ok(())
         }

@@ -235,6 +235,9 @@ pub struct Host {
     /// This host's own `/run/wireguard` (wireguard-go's socket directory), bind-mounted into
     /// every agent process run on it: `None` for the machine's shared one.
     pub wg_dir: Option<PathBuf>,
+    /// Enter only the network namespace (`nsenter --net`), keeping the machine's `/sys`: LXC needs
+    /// the cgroup mounts under `/sys/fs/cgroup`, which `ip netns exec`'s fresh sysfs hides.
+    pub keep_sysfs: bool,
     config: PathBuf,
 }
 
@@ -303,9 +306,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 }
 
 /// `program` on a host: in namespace `ns` (None: here), with `wg_dir` as its `/run/wireguard`.
-fn command_on(ns: Option<&str>, wg_dir: Option<&Path>, program: &Path) -> Command {
+fn command_on(ns: Option<&str>, wg_dir: Option<&Path>, keep_sysfs: bool, program: &Path) -> Command {
     match (ns, wg_dir) {
         (_, Some(dir)) => netns::with_wireguard_dir(ns, dir, program.as_os_str()),
+        (Some(ns), None) if keep_sysfs => netns::net_only(ns, program.as_os_str()),
         (Some(ns), None) => {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", ns]).arg(program);
@@ -316,12 +320,19 @@ fn command_on(ns: Option<&str>, wg_dir: Option<&Path>, program: &Path) -> Comman
 }
 
 fn spawn_logged(ns: Option<&str>, program: &Path, args: &[String], log: &Path) -> Child {
-    spawn_logged_on(ns, None, program, args, log)
+    spawn_logged_on(ns, None, false, program, args, log)
 }
 
-fn spawn_logged_on(ns: Option<&str>, wg_dir: Option<&Path>, program: &Path, args: &[String], log: &Path) -> Child {
+fn spawn_logged_on(
+    ns: Option<&str>,
+    wg_dir: Option<&Path>,
+    keep_sysfs: bool,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> Child {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    let mut cmd = command_on(ns, wg_dir, program);
+    let mut cmd = command_on(ns, wg_dir, keep_sysfs, program);
     cmd.args(args)
         .env("RUST_LOG", "info,flotilla_controller=debug,flotilla_agent=debug")
         .env("NO_COLOR", "1")
@@ -509,7 +520,7 @@ impl Fleet {
         let config = self.tmp.path().join(format!("agent-{name}.toml"));
         std::fs::write(&config, "").unwrap();
         let log = self.tmp.path().join(format!("agent-{name}.log"));
-        Host { name: name.into(), ns, addr, data_dir, log, wg_dir: None, config }
+        Host { name: name.into(), ns, addr, data_dir, log, wg_dir: None, keep_sysfs: false, config }
     }
 
     /// Runs `flotilla-agent ARGS` once on `host` (enroll, status) and returns its output.
@@ -522,7 +533,7 @@ impl Fleet {
         ];
         full.extend(args.iter().map(|s| s.to_string()));
         let program = bin_dir().join("flotilla-agent");
-        let mut cmd = command_on(host.ns.as_deref(), host.wg_dir.as_deref(), &program);
+        let mut cmd = command_on(host.ns.as_deref(), host.wg_dir.as_deref(), host.keep_sysfs, &program);
         cmd.args(&full).env("NO_COLOR", "1").env("RUST_LOG", "warn").output().expect("run flotilla-agent")
     }
 
@@ -552,6 +563,14 @@ impl Fleet {
         let dir = self.tmp.path().join(format!("agent-{name}-run-wireguard"));
         std::fs::create_dir_all(&dir).expect("wireguard socket dir");
         host.wg_dir = Some(dir);
+        self.add_agent_on(host, config)
+    }
+
+    /// Like [`Fleet::add_agent_configured`] for an agent that runs LXC containers: it keeps the
+    /// machine's `/sys` (see [`Host::keep_sysfs`]).
+    pub fn add_container_agent(&mut self, name: &str, config: &str) -> usize {
+        let mut host = self.new_host(name);
+        host.keep_sysfs = true;
         self.add_agent_on(host, config)
     }
 
@@ -598,7 +617,8 @@ impl Fleet {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let (ns, wg_dir) = (agent.host.ns.as_deref(), agent.host.wg_dir.as_deref());
-        agent.child = Some(spawn_logged_on(ns, wg_dir, &bin_dir().join("flotilla-agent"), &args, &agent.host.log));
+        let program = bin_dir().join("flotilla-agent");
+        agent.child = Some(spawn_logged_on(ns, wg_dir, agent.host.keep_sysfs, &program, &args, &agent.host.log));
     }
 
     /// Starts agent `index`.
@@ -646,7 +666,7 @@ impl Fleet {
     /// agent runs or not); stdout, or why it failed.
     pub fn agent_wg(&self, index: usize, args: &[&str]) -> Result<String, String> {
         let host = &self.agents[index].host;
-        let out = command_on(host.ns.as_deref(), host.wg_dir.as_deref(), Path::new("wg"))
+        let out = command_on(host.ns.as_deref(), host.wg_dir.as_deref(), host.keep_sysfs, Path::new("wg"))
             .args(args)
             .stdin(Stdio::null())
             .output()

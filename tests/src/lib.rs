@@ -6,4 +6,5 @@ pub mod harness;
 pub mod lxc;
 pub mod netns;
 pub mod traffic;
+pub mod vps;
 pub mod wireguard;

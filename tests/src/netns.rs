@@ -142,6 +142,22 @@ pub fn kill_all(ns: &str) {
 /// exec` already gives the process a private mount namespace (a slave of the host's: the mount
 /// does not leak out); outside a namespace `unshare -m` does. The exec chain keeps the pid, so
 /// the returned command's child is `program` itself.
+/// `program` in network namespace `ns`, keeping the machine's `/sys/fs/cgroup` (LXC needs it):
+/// `ip netns exec` mounts a fresh sysfs over `/sys`, which hides the cgroup mounts. Here only the
+/// network directories of `/sys` are replaced by the namespace's (LXC checks its bridge there),
+/// inside a private mount namespace.
+pub fn net_only(ns: &str, program: &OsStr) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).args(["unshare", "-m", "--propagation", "private", "sh", "-c"]);
+    c.arg(
+        r#"d=/run/flotilla-netns-sysfs; mkdir -p "$d" && mount -t sysfs sysfs "$d" \
+        && mount --bind "$d/class/net" /sys/class/net && mount --bind "$d/devices/virtual/net" /sys/devices/virtual/net \
+        && exec "$@""#,
+    );
+    c.arg("sh").arg(program);
+    c
+}
+
 pub fn with_wireguard_dir(ns: Option<&str>, dir: &Path, program: &OsStr) -> Command {
     let mut c = match ns {
         Some(ns) => {

@@ -28,6 +28,7 @@ use flotilla_protocol::{RequestId, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use crate::drivers::containers::ContainersDriver;
 use crate::drivers::core::ProxyCore;
 use crate::drivers::metrics::MetricsSampler;
 use crate::drivers::wireguard::WireGuardDriver;
@@ -137,6 +138,8 @@ pub struct ServeContext {
     pub wireguard: Option<Arc<WireGuardDriver>>,
     /// Self-upgrade; None disables `AGENT_RELEASE` events and `UPGRADE_AGENT`.
     pub upgrade: Option<Arc<SelfUpgrade>>,
+    /// Containers driver; None when containers are off on this host.
+    pub containers: Option<Arc<ContainersDriver>>,
 }
 
 impl std::fmt::Debug for ServeContext {
@@ -168,6 +171,9 @@ fn capabilities(ctx: &ServeContext) -> Capabilities {
     }
     if ctx.wireguard.is_some() {
         caps = caps | Capabilities::WIREGUARD;
+    }
+    if ctx.containers.is_some() {
+        caps = caps | Capabilities::CONTAINERS;
     }
     if ctx.upgrade.as_ref().is_some_and(|u| u.supported()) {
         caps = caps | Capabilities::SELF_UPGRADE;
@@ -250,6 +256,10 @@ impl Established {
         };
         let mut wg_sent: Option<WgStatus> = None;
         let mut user_events = ctx.core.as_ref().and_then(|c| c.user_events());
+        // Container tasks and samples: events from now on (a task that ran while the link was
+        // down is read with TASK_STATUS).
+        let mut container_tasks = ctx.containers.as_ref().map(|c| c.task_events());
+        let mut container_samples = ctx.containers.as_ref().map(|c| c.samples());
         // The release first of all: a freshly upgraded agent confirms it is up (the installer
         // waits for that), and the controller learns how the last upgrade ended.
         let mut upgrade_running = false;
@@ -368,7 +378,19 @@ impl Established {
                         break e;
                     }
                 }
-                Some(event) = next_user_event(&mut user_events) => {
+                Some(task) = next_broadcast(&mut container_tasks) => {
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::CONTAINER_TASK, &task).await {
+                        break e;
+                    }
+                }
+                Some(()) = changed(&mut container_samples) => {
+                    let Some(rx) = &container_samples else { continue };
+                    let samples = rx.borrow().clone();
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::CONTAINER_SAMPLES, &samples).await {
+                        break e;
+                    }
+                }
+                Some(event) = next_broadcast(&mut user_events) => {
                     if let Err(e) = send_event(&mut send, &mut seq, EventKind::USER_EVENT, &event).await {
                         break e;
                     }
@@ -430,11 +452,10 @@ async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Option<()> {
     }
 }
 
-/// The next event the core reports about a user; never when there is none to watch. Events
-/// missed while the link was busy are dropped (they are also in the agent's log).
-async fn next_user_event(
-    rx: &mut Option<tokio::sync::broadcast::Receiver<flotilla_protocol::users::UserEvent>>,
-) -> Option<flotilla_protocol::users::UserEvent> {
+/// The next event of a broadcast (the core's user events, container tasks); never when there is
+/// none to watch. Events missed while the link was busy are dropped (user events are also in
+/// the agent's log, tasks in its store).
+async fn next_broadcast<T: Clone>(rx: &mut Option<tokio::sync::broadcast::Receiver<T>>) -> Option<T> {
     let Some(r) = rx else { return std::future::pending().await };
     loop {
         match r.recv().await {
@@ -741,10 +762,48 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
             Some(wg) => answer(&wg.current_status().await),
             None => RpcResult::Err(RpcError::Unsupported(request.kind.0)),
         },
+        RequestKind::CONTAINER_CREATE
+        | RequestKind::CONTAINER_ACTION
+        | RequestKind::CONTAINER_STATUS
+        | RequestKind::CONTAINER_LIST
+        | RequestKind::SNAPSHOT_LIST
+        | RequestKind::TASK_STATUS => {
+            let Some(containers) = ctx.containers else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
+            dispatch_containers(&request, containers).await
+        }
         // Answered by the session, which has the connection the packages come over.
         RequestKind::UPGRADE_AGENT => RpcResult::Err(RpcError::Refused("upgrade requests need the link".into())),
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
     }
+}
+
+/// Answers the containers driver's requests.
+async fn dispatch_containers(request: &Request, containers: Arc<ContainersDriver>) -> RpcResult {
+    use flotilla_protocol::containers::{ContainerAction, ContainerCreate, ContainerQuery, TaskQuery};
+    fn answer<T: serde::Serialize>(value: Result<T, crate::drivers::containers::ContainersError>) -> RpcResult {
+        match value {
+            Ok(v) => codec::encode_body(&v)
+                .map(RpcResult::Ok)
+                .unwrap_or_else(|e| RpcResult::Err(RpcError::Failed(e.to_string()))),
+            Err(e) => RpcResult::Err(e.to_rpc()),
+        }
+    }
+    fn body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, RpcResult> {
+        codec::decode_from::<T>(&request.body).map_err(|e| RpcResult::Err(RpcError::BadRequest(e.to_string())))
+    }
+    let result = match request.kind {
+        RequestKind::CONTAINER_CREATE => body::<ContainerCreate>(request).map(|req| answer(containers.create(req))),
+        RequestKind::CONTAINER_ACTION => body::<ContainerAction>(request).map(|req| answer(containers.action(req))),
+        RequestKind::CONTAINER_STATUS => match body::<ContainerQuery>(request) {
+            Ok(q) => Ok(answer(containers.status(&q.name).await)),
+            Err(e) => Err(e),
+        },
+        RequestKind::CONTAINER_LIST => Ok(answer(containers.list().await)),
+        RequestKind::SNAPSHOT_LIST => body::<ContainerQuery>(request).map(|q| answer(containers.snapshots(&q.name))),
+        RequestKind::TASK_STATUS => body::<TaskQuery>(request).map(|q| answer(containers.task(&q.upid))),
+        other => Ok(RpcResult::Err(RpcError::Unsupported(other.0))),
+    };
+    result.unwrap_or_else(|e| e)
 }
 
 /// Settings of [`run`].
@@ -770,6 +829,26 @@ pub async fn run_with_upgrade(
     state: StateStore,
     settings: RunSettings,
     upgrade: Option<Arc<SelfUpgrade>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    run_with_drivers(state, settings, LinkDrivers { upgrade, containers: None }, shutdown).await
+}
+
+/// Drivers a link serves besides [`RunSettings`]' (a separate struct, so code that spells out
+/// a `RunSettings` keeps compiling as drivers are added).
+#[derive(Clone, Default)]
+pub struct LinkDrivers {
+    /// Self-upgrade (the agent binary; simulations have none).
+    pub upgrade: Option<Arc<SelfUpgrade>>,
+    /// The containers driver, started by the caller (None: containers off on this host).
+    pub containers: Option<Arc<ContainersDriver>>,
+}
+
+/// [`run`] with every optional driver.
+pub async fn run_with_drivers(
+    state: StateStore,
+    settings: RunSettings,
+    drivers: LinkDrivers,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let sampler = Arc::new(Mutex::new(MetricsSampler::new()));
@@ -779,7 +858,8 @@ pub async fn run_with_upgrade(
         metrics_interval: settings.metrics_interval,
         core: settings.core.clone(),
         wireguard: settings.wireguard.clone(),
-        upgrade,
+        upgrade: drivers.upgrade,
+        containers: drivers.containers,
     };
     let mut backoff = Backoff::for_link();
     let record = |s: LinkState, c: Option<&str>, d: Option<&str>| {

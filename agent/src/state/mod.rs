@@ -156,6 +156,38 @@ const MIGRATIONS: &[&str] = &[
         body        BLOB NOT NULL
     );
 "#,
+    r#"
+    -- Containers this agent created (the only ones it changes), with the bridge address each
+    -- holds: UNIQUE, so an address is never handed out twice while in use.
+    CREATE TABLE containers (
+        name       TEXT PRIMARY KEY,
+        ipv4       TEXT NOT NULL UNIQUE,
+        cores      INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        disk_gb    INTEGER NOT NULL,
+        created    INTEGER NOT NULL DEFAULT 0
+    );
+    -- Snapshots by the controller's name; `backend_name` is lxc-snapshot's own (snap0, ...).
+    CREATE TABLE container_snapshots (
+        container    TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        backend_name TEXT NOT NULL,
+        description  TEXT NOT NULL,
+        snaptime     INTEGER NOT NULL,
+        PRIMARY KEY (container, name)
+    );
+    -- Container tasks (UPIDs) with their logs, newline-separated lines.
+    CREATE TABLE container_tasks (
+        upid       TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        container  TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        message    TEXT,
+        started_ms INTEGER NOT NULL,
+        ended_ms   INTEGER,
+        log        TEXT NOT NULL DEFAULT ''
+    );
+"#,
 ];
 
 /// Agent store failures.
@@ -366,6 +398,7 @@ impl StateStore {
 }
 
 pub mod backup;
+pub mod containers;
 pub mod journal;
 pub mod users;
 pub mod wireguard;

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
 use super::candy::openapi::{CandyPaths, TAG as CANDY_TAG};
 use super::multi_server::{self, backup, clients, inbounds, nodes, rollouts, servers, subscription, traffic, webui};
 use super::v2ray_stat::openapi::{V2rayStatPaths, TAG as V2RAY_STAT_TAG};
+use super::vps::openapi::{VpsPaths, TAG as VPS_TAG};
 
 /// Path the document is served at (under the `--base-path` prefix too).
 pub const PATH: &str = "/openapi.json";
@@ -98,11 +99,12 @@ pub const PATH: &str = "/openapi.json";
         webui::stack::stack,
     ),
     components(schemas(multi_server::ErrorBody)),
-    modifiers(&BasicAuth, &CandyPaths, &V2rayStatPaths),
+    modifiers(&BasicAuth, &CandyPaths, &V2rayStatPaths, &VpsPaths),
     tags(
         (name = multi_server::TAG, description = "Multi-Server Manager API: nodes, their proxy cores, inbounds, clients, traffic and subscriptions"),
         (name = V2RAY_STAT_TAG, description = "v2ray-stat API, fleet-wide: users, statistics and per-user lifecycle on every node (`node_id` picks one)"),
         (name = CANDY_TAG, description = "CandyPanel API: WireGuard interfaces and clients, settings, the public client pages and the Telegram bot's endpoints"),
+        (name = VPS_TAG, description = "VPS API: virtual servers as containers on the fleet's nodes, their OS and tariff catalogs, and the panel's login (Bearer tokens; errors as `{\"error\", \"message\"}`)"),
     ),
 )]
 pub struct ApiDoc;
@@ -305,6 +307,7 @@ mod tests {
             .map(|(m, p, _)| (m.to_string(), p.to_string()))
             .chain(crate::api::candy::openapi::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())))
             .chain(crate::api::v2ray_stat::openapi::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())))
+            .chain(crate::api::vps::openapi::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())))
             .collect();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {

@@ -333,6 +333,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE vps_tasks (
         upid       TEXT PRIMARY KEY,
         server_id  INTEGER REFERENCES vps_servers(id) ON DELETE SET NULL,
+        -- The server's owner, kept when the server is gone (its delete task stays theirs).
+        user_id    INTEGER REFERENCES users(id) ON DELETE CASCADE,
         node_id    INTEGER,
         kind       TEXT NOT NULL,
         state      TEXT NOT NULL,

@@ -104,6 +104,8 @@ pub struct NewServer {
 pub struct TaskRecord {
     pub upid: Upid,
     pub server_id: Option<i64>,
+    /// Owner of its server (kept after the server is deleted).
+    pub user_id: Option<i64>,
     pub node_id: Option<NodeId>,
     pub kind: String,
     pub state: TaskState,
@@ -333,7 +335,7 @@ impl Store {
     // ---- servers --------------------------------------------------------------------------
 
     /// Records a new server in state `creating`, sized by its tariff, with a container name of
-    /// its own (`vps-<id>`).
+    /// its own (`vps-<id>-<random>`).
     pub fn create_server(&self, new: &NewServer) -> Result<ServerRecord, StoreError> {
         let id = {
             let mut conn = self.conn();
@@ -362,9 +364,12 @@ impl Store {
                 params![new.user_id, new.node_id.0, new.os_id, new.tariff_id, sealed, cores, memory, disk, now],
             )?;
             let id = tx.last_insert_rowid();
+            // A random suffix: containers of several controllers (or of a store restored from an
+            // older backup) may share a host, and LXC names are per host.
+            let suffix: u32 = rand::random::<u32>() & 0xff_ffff;
             tx.execute(
                 "UPDATE vps_servers SET container = ?2, vmid = ?3 WHERE id = ?1",
-                params![id, format!("vps-{id}"), 100 + id],
+                params![id, format!("vps-{id}-{suffix:06x}"), 100 + id],
             )?;
             tx.commit()?;
             id
@@ -489,11 +494,12 @@ impl Store {
     pub fn record_task(&self, node: NodeId, server_id: Option<i64>, task: &TaskInfo) -> Result<(), StoreError> {
         let (state, message) = task_state_to_db(&task.state);
         self.conn().execute(
-            "INSERT INTO vps_tasks (upid, server_id, node_id, kind, state, message, log, started_at, ended_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO vps_tasks (upid, server_id, user_id, node_id, kind, state, message, log, started_at, ended_at)
+             VALUES (?1, ?2, (SELECT user_id FROM vps_servers WHERE id = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (upid) DO UPDATE SET
                kind = CASE WHEN excluded.kind != '' THEN excluded.kind ELSE kind END,
                server_id = COALESCE(server_id, excluded.server_id),
+               user_id = COALESCE(user_id, excluded.user_id),
                -- A late 'running' (the API's own record of the start) never reopens an ended task.
                state = CASE WHEN excluded.state = 'running' AND state != 'running' THEN state ELSE excluded.state END,
                message = CASE WHEN excluded.state = 'running' AND state != 'running' THEN message ELSE excluded.message END,
@@ -516,44 +522,42 @@ impl Store {
 
     /// One task.
     pub fn task(&self, upid: &Upid) -> Result<Option<TaskRecord>, StoreError> {
-        let row: Option<(String, Option<i64>, Option<i64>, String, String, Option<String>, String, i64, Option<i64>)> =
-            self.conn()
-                .query_row(
-                    "SELECT upid, server_id, node_id, kind, state, message, log, started_at, ended_at
-                     FROM vps_tasks WHERE upid = ?1",
-                    params![upid.0],
-                    |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                        ))
-                    },
-                )
-                .optional()?;
-        let Some((upid, server_id, node_id, kind, state, message, log, started, ended)) = row else { return Ok(None) };
-        let state = match state.as_str() {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT upid, server_id, user_id, node_id, kind, state, message, log, started_at, ended_at
+                 FROM vps_tasks WHERE upid = ?1",
+                params![upid.0],
+                |r| {
+                    let state: String = r.get(5)?;
+                    let message: Option<String> = r.get(6)?;
+                    let log: String = r.get(7)?;
+                    Ok((
+                        TaskRecord {
+                            upid: Upid(r.get(0)?),
+                            server_id: r.get(1)?,
+                            user_id: r.get(2)?,
+                            node_id: r.get::<_, Option<i64>>(3)?.map(NodeId),
+                            kind: r.get(4)?,
+                            state: TaskState::Running,
+                            log: if log.is_empty() { vec![] } else { log.lines().map(str::to_string).collect() },
+                            started_at: from_unix(r.get(8)?),
+                            ended_at: r.get::<_, Option<i64>>(9)?.map(from_unix),
+                        },
+                        state,
+                        message,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((mut task, state, message)) = row else { return Ok(None) };
+        task.state = match state.as_str() {
             "running" => TaskState::Running,
             "ok" => TaskState::Ok,
             "error" => TaskState::Error { message: message.unwrap_or_default() },
             other => return Err(StoreError::Corrupt(format!("task state {other:?}"))),
         };
-        Ok(Some(TaskRecord {
-            upid: Upid(upid),
-            server_id,
-            node_id: node_id.map(NodeId),
-            kind,
-            state,
-            log: if log.is_empty() { vec![] } else { log.lines().map(str::to_string).collect() },
-            started_at: from_unix(started),
-            ended_at: ended.map(from_unix),
-        }))
+        Ok(Some(task))
     }
 
     // ---- metrics --------------------------------------------------------------------------
@@ -702,10 +706,9 @@ mod tests {
             root_password: "s3cret".into(),
         };
         let a = store.create_server(&new(alice)).unwrap();
-        assert_eq!(
-            (a.container.as_str(), a.vmid, a.status),
-            (format!("vps-{}", a.id).as_str(), 100 + a.id, ServerStatus::Creating)
-        );
+        let suffix = a.container.strip_prefix(&format!("vps-{}-", a.id)).unwrap_or_default();
+        assert!(suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{}", a.container);
+        assert_eq!((a.vmid, a.status), (100 + a.id, ServerStatus::Creating));
         assert_eq!((a.cores, a.memory_mib, a.disk_gb, a.username.as_str()), (1, 256, 2, "alice"));
         let b = store.create_server(&new(bob)).unwrap();
         assert_eq!(store.servers(Some(alice)).unwrap().len(), 1);
@@ -754,6 +757,11 @@ mod tests {
             .unwrap();
         assert_eq!(store.server_metrics(a.id, 0).unwrap().len(), 1, "older than an hour before the newest is dropped");
         assert!(store.delete_server(a.id).unwrap());
-        assert!(store.task(&task.upid).unwrap().is_some(), "tasks outlive their server");
+        let kept = store.task(&task.upid).unwrap().unwrap();
+        assert_eq!(
+            (kept.server_id, kept.user_id),
+            (None, Some(alice)),
+            "tasks outlive their server, and stay its owner's"
+        );
     }
 }

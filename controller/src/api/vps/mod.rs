@@ -8,6 +8,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod catalog;
+pub(crate) mod openapi;
 pub(crate) mod servers;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -688,15 +688,8 @@ pub async fn task(
     let record = blocking(move || store.task(&u)).await?;
     let not_found = || VpsError::not_found(format!("task {} not found", upid.0));
     let record = record.ok_or_else(not_found)?;
-    // Tasks of a server are its owner's; detached tasks (server deleted) are administrators'.
-    let owner = match record.server_id {
-        Some(id) => {
-            let store = state.store.clone();
-            blocking(move || store.server(id)).await?.map(|s| s.user_id)
-        }
-        None => None,
-    };
-    if !user.is_admin() && owner != Some(user.id) {
+    // Tasks of a server are its owner's, also once the server is deleted.
+    if !user.is_admin() && record.user_id != Some(user.id) {
         return Err(not_found());
     }
     let mut info = TaskInfo {
