@@ -8,6 +8,16 @@ use flotilla_protocol::NodeId;
 use crate::api::vps::servers::server_status_for;
 use crate::store::{ServerStatus, Store, StoreError};
 
+/// What nodes reported about containers, for live consumers (Socket.IO, alerts, e-mail), sent
+/// after the store has it.
+#[derive(Debug, Clone)]
+pub enum VpsEvent {
+    /// A node's latest samples.
+    Samples { node: NodeId, samples: std::sync::Arc<ContainerSamples> },
+    /// A task started or ended; `server` is the server it belongs to, if any.
+    Task { node: NodeId, server: Option<i64>, task: std::sync::Arc<TaskInfo> },
+}
+
 /// Width of a metrics bucket: at most one recorded sample per server per bucket (the original
 /// monitoring service checked every 30 seconds).
 pub const METRICS_BUCKET_S: u64 = 30;
@@ -22,9 +32,20 @@ pub enum AfterTask {
     RefreshStatus(i64),
 }
 
-/// Records a task report and what its end means for the server.
-pub fn on_task(store: &Store, node: NodeId, task: &TaskInfo) -> Result<AfterTask, StoreError> {
+/// Records a task report and what its end means for the server. Returns what to do next and the
+/// server it belongs to.
+pub fn on_task(store: &Store, node: NodeId, task: &TaskInfo) -> Result<(AfterTask, Option<i64>), StoreError> {
     let server = store.server_by_container(node, &task.container)?;
+    let id = server.as_ref().map(|s| s.id);
+    Ok((on_task_of(store, node, task, server)?, id))
+}
+
+fn on_task_of(
+    store: &Store,
+    node: NodeId,
+    task: &TaskInfo,
+    server: Option<crate::store::ServerRecord>,
+) -> Result<AfterTask, StoreError> {
     store.record_task(node, server.as_ref().map(|s| s.id), task)?;
     let Some(server) = server else { return Ok(AfterTask::Nothing) };
     let ended_ok = task.state == TaskState::Ok;

@@ -143,6 +143,8 @@ pub struct Fleet {
     /// One lock per node so pushes of its proxy state reach the agent in revision order.
     push_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     wg_push_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Container samples and tasks as nodes report them (after the store has them).
+    vps_events: tokio::sync::broadcast::Sender<crate::vps::VpsEvent>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -172,6 +174,7 @@ impl Fleet {
             endpoint,
             push_locks: Mutex::new(HashMap::new()),
             wg_push_locks: Mutex::new(HashMap::new()),
+            vps_events: tokio::sync::broadcast::channel(1024).0,
         });
         tokio::spawn(server::accept_loop(fleet.clone()));
         Ok(fleet)
@@ -205,6 +208,12 @@ impl Fleet {
     /// Live state of one node (default: never connected since this controller started).
     pub fn live(&self, node: NodeId) -> NodeLive {
         self.lock().get(&node).map(|e| e.live.clone()).unwrap_or_default()
+    }
+
+    /// Container samples and task reports from now on. A slow receiver loses the oldest
+    /// (`RecvError::Lagged`); the store has everything.
+    pub fn vps_events(&self) -> tokio::sync::broadcast::Receiver<crate::vps::VpsEvent> {
+        self.vps_events.subscribe()
     }
 
     /// Number of nodes with a session right now.

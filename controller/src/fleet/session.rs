@@ -335,25 +335,32 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                     },
                     EventKind::CONTAINER_TASK => match codec::decode_from::<TaskInfo>(&event.body) {
                         Ok(task) => {
-                            let store = fleet.store.clone();
-                            let after = tokio::task::spawn_blocking(move || crate::vps::on_task(&store, node, &task)).await;
+                            let (store, task) = (fleet.store.clone(), Arc::new(task));
+                            let t = task.clone();
+                            let after = tokio::task::spawn_blocking(move || crate::vps::on_task(&store, node, &t)).await;
                             match after {
-                                Ok(Ok(crate::vps::AfterTask::RefreshStatus(server))) => {
-                                    tokio::spawn(refresh_server(fleet.clone(), node, server));
+                                Ok(Ok((after, server))) => {
+                                    let _ = fleet.vps_events.send(crate::vps::VpsEvent::Task { node, server, task });
+                                    if let (crate::vps::AfterTask::RefreshStatus(server), _) = (after, server) {
+                                        tokio::spawn(refresh_server(fleet.clone(), node, server));
+                                    }
                                 }
-                                Ok(Ok(crate::vps::AfterTask::Nothing)) | Err(_) => {}
                                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot record a container task"),
+                                Err(_) => {}
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable container task dropped"),
                     },
                     EventKind::CONTAINER_SAMPLES => match codec::decode_from::<ContainerSamples>(&event.body) {
                         Ok(samples) => {
-                            let store = fleet.store.clone();
-                            let recorded =
-                                tokio::task::spawn_blocking(move || crate::vps::on_samples(&store, node, &samples)).await;
-                            if let Ok(Err(e)) = recorded {
-                                tracing::warn!(error = %e, "cannot record container samples");
+                            let (store, samples) = (fleet.store.clone(), Arc::new(samples));
+                            let s = samples.clone();
+                            match tokio::task::spawn_blocking(move || crate::vps::on_samples(&store, node, &s)).await {
+                                Ok(Ok(())) => {
+                                    let _ = fleet.vps_events.send(crate::vps::VpsEvent::Samples { node, samples });
+                                }
+                                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record container samples"),
+                                Err(_) => {}
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable container samples dropped"),
