@@ -4,15 +4,16 @@
 use std::future::Future;
 use std::time::Duration;
 
+use flotilla_agent::drivers::containers::{BackendSetting as ContainersBackend, ContainersDriver, ContainersSettings};
 use flotilla_agent::drivers::core::{CoreDriver, CoreSettings, ProxyCore};
 use flotilla_agent::drivers::wireguard::{Backend, BackendSetting, WireGuardDriver, WireGuardSettings};
-use flotilla_agent::link::{self, RunSettings};
+use flotilla_agent::link::{self, LinkDrivers, RunSettings};
 use flotilla_agent::local_api::{self, LocalApiSettings};
 use flotilla_agent::state::StateStore;
 use std::sync::Arc;
 
 use crate::server::{self, AdminBootstrap, Settings, INITIAL_PASSWORD_FILE};
-use crate::store::{NewInbound, NewNode};
+use crate::store::{NewInbound, NewNode, Store, TariffRecord};
 
 /// Name of the node the demo's local agent is enrolled as.
 pub const DEMO_NODE: &str = "local";
@@ -119,6 +120,31 @@ pub async fn run(
             None
         }
     };
+    // Containers (the VPS API) where this host can run them: root and the lxc tools. The guests
+    // sit on the agent's own bridge (fltbr0, 10.203.0.1/24).
+    let containers = match lxc_available() {
+        Ok(()) => {
+            let settings = ContainersSettings { backend: ContainersBackend::Lxc, ..ContainersSettings::default() };
+            match ContainersDriver::start(&settings, agent_state.clone()).await {
+                Ok(driver) => driver,
+                Err(e) => {
+                    println!("containers: {e}; the demo runs without them");
+                    None
+                }
+            }
+        }
+        Err(why) => {
+            println!("containers: {why}; the VPS API answers without a node to put servers on");
+            None
+        }
+    };
+    let catalog = match &containers {
+        Some(_) => {
+            let store = running.store.clone();
+            tokio::task::spawn_blocking(move || seed_vps_catalog(&store)).await??
+        }
+        None => None,
+    };
     // The address a peer elsewhere reaches this machine at, for the install example.
     let facts = flotilla_agent::facts::gather();
     let server_ip = facts
@@ -139,7 +165,7 @@ pub async fn run(
             println!("local v2ray-stat API: {e}");
         }
     });
-    let agent = tokio::spawn(link::run(
+    let agent = tokio::spawn(link::run_with_drivers(
         agent_state,
         RunSettings {
             metrics_interval: Duration::from_secs(5),
@@ -147,6 +173,7 @@ pub async fn run(
             core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
             wireguard: wireguard.clone(),
         },
+        LinkDrivers { upgrade: None, containers: containers.clone() },
         stop_rx,
     ));
 
@@ -191,11 +218,26 @@ pub async fn run(
         }
         None => println!("WireGuard: not available on this host (install wireguard-go); the CandyPanel API answers without a node to put interfaces on.\n"),
     }
+    match catalog {
+        Some((os_id, tariff_id)) => {
+            let json = "-H 'Content-Type: application/json'";
+            println!("Virtual servers, the VPS API (the local agent runs LXC containers on bridge fltbr0):");
+            println!("  TOKEN=$(curl -s -X POST {base}/api/auth/login {json} -d '{{\"email\":\"{user}\",\"password\":\"{pw}\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')");
+            println!("  curl {base}/api/os; curl {base}/api/tariff");
+            println!("  curl -X POST {base}/api/server/create -H \"Authorization: Bearer $TOKEN\" {json} -d '{{\"osId\":{os_id},\"tariffId\":{tariff_id}}}'");
+            println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/server/1/status");
+            println!();
+        }
+        None => println!("Virtual servers: this host cannot run LXC containers (run as root with lxc, lxc-templates and busybox-static installed).\n"),
+    }
     println!("Press Ctrl-C to stop.");
 
     stop.await;
     println!("stopping…");
     let _ = stop_agent.send(true);
+    if let Some(driver) = &containers {
+        driver.stop();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     if let Some(core) = core {
@@ -203,4 +245,55 @@ pub async fn run(
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// Whether this host can run the demo's containers: root, the lxc tools and the busybox template.
+fn lxc_available() -> Result<(), String> {
+    if !running_as_root() {
+        return Err("not running as root".into());
+    }
+    for tool in
+        ["lxc-create", "lxc-start", "lxc-attach", "lxc-info", "lxc-stop", "lxc-destroy", "lxc-snapshot", "busybox"]
+    {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+        if !found {
+            return Err(format!("{tool} not found (apt-get install lxc lxc-templates busybox-static)"));
+        }
+    }
+    Ok(())
+}
+
+fn running_as_root() -> bool {
+    // /proc/self/status names the effective uid on its "Uid:" line (real, effective, …).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A catalog for the VPS examples, on the first run: BusyBox (instant), Debian 12 where LXC's
+/// debian template is installed, and one small tariff. Returns the ids to order with.
+fn seed_vps_catalog(store: &Store) -> Result<Option<(i64, i64)>, crate::store::StoreError> {
+    use flotilla_protocol::containers::OsTemplate;
+    if store.os_list()?.is_empty() {
+        store.add_os("BusyBox", "linux", &OsTemplate::Busybox)?;
+        if std::path::Path::new("/usr/share/lxc/templates/lxc-debian").exists() {
+            store.add_os("Debian 12", "linux", &OsTemplate::Debian { release: "bookworm".into() })?;
+        }
+    }
+    if store.tariffs()?.is_empty() {
+        store.add_tariff(&TariffRecord {
+            id: 0,
+            name: "Demo".into(),
+            cores: 1,
+            memory_mib: 256,
+            disk_gb: 1,
+            price: 0.0,
+            description: crate::api::vps::catalog::default_description(1, 256, 1),
+        })?;
+    }
+    let os = store.os_list()?.into_iter().find(|o| o.name == "BusyBox").or(store.os_list()?.into_iter().next());
+    let tariff = store.tariffs()?.into_iter().next();
+    Ok(os.zip(tariff).map(|(o, t)| (o.id, t.id)))
 }

@@ -31,14 +31,19 @@ impl Demo {
         local_api: u16,
         host: Option<(&str, &std::path::Path)>,
     ) -> Demo {
-        // An empty config file: the host's /etc/flotilla must not leak into the test.
-        let config = dir.join("demo.toml");
-        std::fs::write(&config, "").unwrap();
         let program = bin_dir().join("flotilla-controller");
-        let mut command = match host {
+        let command = match host {
             Some((ns, wg_dir)) => netns::with_wireguard_dir(Some(ns), wg_dir, program.as_os_str()),
             None => Command::new(program),
         };
+        Demo::start_with(command, dir, http, quic, local_api)
+    }
+
+    /// The demo run by `command` (the controller binary, possibly wrapped).
+    fn start_with(mut command: Command, dir: &std::path::Path, http: u16, quic: u16, local_api: u16) -> Demo {
+        // An empty config file: the host's /etc/flotilla must not leak into the test.
+        let config = dir.join("demo.toml");
+        std::fs::write(&config, "").unwrap();
         let mut child = command
             .current_dir(dir)
             .args(["demo", "--config"])
@@ -279,4 +284,57 @@ fn demo_wireguard_example_gives_a_config_that_brings_up_a_real_tunnel() {
     });
     drop(phone);
     assert!(demo.interrupt().success(), "Ctrl-C exits with status 0");
+}
+
+#[test]
+fn demo_vps_example_creates_a_running_server() {
+    if let Err(why) = flotilla_tests::vps::available() {
+        eprintln!("skipped: containers {why}");
+        return;
+    }
+    // A namespace of its own (from a fleet whose controller is not used), keeping the machine's
+    // cgroups for LXC: the demo's agent makes its bridge there.
+    let mut fleet = Fleet::start();
+    let host = fleet.new_host("demo-vps");
+    let ns = host.ns.clone().expect("namespace");
+    let dir = tempfile::tempdir().unwrap();
+    let program = bin_dir().join("flotilla-controller");
+    let demo = Demo::start_with(netns::net_only(&ns, program.as_os_str()), dir.path(), 18081, 14434, 9953);
+    let banner = demo.banner();
+    let text = banner.join("\n");
+    let example = |needle: &str| {
+        banner.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}")).trim().to_string()
+    };
+    let run = |script: &str| -> Value {
+        let out = netns::net_only(&ns, std::ffi::OsStr::new("sh")).args(["-c", script]).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let token = example("/api/auth/login");
+    let created = run(&format!("{token}\n{}", example("/api/server/create")));
+    assert_eq!(created["status"], "creating", "{created}");
+    let name = wait_for("the server's container name", Duration::from_secs(10), || {
+        let server = run(&format!("{token}\n{}", example("/api/server/1/status")));
+        server["container"].as_str().map(str::to_string)
+    });
+    let _cleanup = scopeguard(ns.clone(), name.clone());
+    let status = wait_for("the demo's server running", Duration::from_secs(120), || {
+        let server = run(&format!("{token}\n{}", example("/api/server/1/status")));
+        (server["status"] == "running" && server["ipAddress"].is_string()).then_some(server)
+    });
+    assert!(status["ipAddress"].as_str().unwrap().starts_with("10.203.0."), "{status}");
+    assert_eq!(status["os"]["name"], "BusyBox");
+    assert!(demo.interrupt().success(), "Ctrl-C exits with status 0");
+}
+
+/// Destroys the demo's container when the test ends, however it ends.
+fn scopeguard(ns: String, name: String) -> impl Drop {
+    struct Guard(String, String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            flotilla_tests::vps::destroy(Some(&self.0), std::slice::from_ref(&self.1));
+        }
+    }
+    Guard(ns, name)
 }
