@@ -51,6 +51,19 @@ pub struct FileConfig {
 pub struct VpsConfig {
     /// Let anyone create an account with `POST /api/auth/register` (default: false).
     pub registration: Option<bool>,
+    /// Accept Socket.IO connections without a session token (the original web UI sends none);
+    /// anonymous sockets may watch any server's stats (default: false).
+    pub anonymous_socketio: Option<bool>,
+    /// CPU use (fraction of the server's cores, 0..1) above which `server-alerts` fires
+    /// (default: 0.9).
+    pub alert_cpu: Option<f64>,
+    /// Memory use in percent above which `server-alerts` fires (default: 90).
+    pub alert_memory: Option<f64>,
+    /// Disk use in percent above which `server-alerts` fires (default: 90).
+    pub alert_disk: Option<f64>,
+    /// Percentage points a metric must drop below its threshold before it alerts again
+    /// (default: 5).
+    pub alert_margin: Option<f64>,
 }
 
 /// `[install]` of `controller.toml`.

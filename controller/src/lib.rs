@@ -20,4 +20,5 @@ pub mod server;
 pub mod sharelinks;
 pub mod store;
 pub mod vps;
+pub mod vps_alerts;
 pub mod wireguard;

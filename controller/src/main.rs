@@ -293,7 +293,20 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
         install: flotilla_controller::api::install::InstallSettings {
             agent_package: file.install.agent_package.clone(),
         },
-        vps: flotilla_controller::api::vps::VpsSettings { registration: file.vps.registration.unwrap_or(false) },
+        vps: {
+            let defaults = flotilla_controller::vps_alerts::AlertThresholds::default();
+            flotilla_controller::api::vps::VpsSettings {
+                registration: file.vps.registration.unwrap_or(false),
+                anonymous_socketio: file.vps.anonymous_socketio.unwrap_or(false),
+                // Checked by server::start, which can refuse to start.
+                alerts: flotilla_controller::vps_alerts::AlertThresholds {
+                    cpu: file.vps.alert_cpu.unwrap_or(defaults.cpu),
+                    memory: file.vps.alert_memory.unwrap_or(defaults.memory),
+                    disk: file.vps.alert_disk.unwrap_or(defaults.disk),
+                    margin: file.vps.alert_margin.unwrap_or(defaults.margin),
+                },
+            }
+        },
         candy: {
             let defaults = flotilla_controller::api::candy::CandySettings::default();
             flotilla_controller::api::candy::CandySettings {

@@ -98,6 +98,8 @@ pub enum StartError {
     BasePath(String),
     #[error("{0}")]
     Monitoring(String),
+    #[error(transparent)]
+    VpsAlerts(#[from] crate::vps_alerts::ThresholdError),
 }
 
 /// How the first admin came to be.
@@ -119,6 +121,8 @@ pub struct Running {
     pub quic_addr: SocketAddr,
     pub admin: AdminBootstrap,
     http: tokio::task::JoinHandle<()>,
+    /// The Socket.IO pusher (it holds the fleet, so it is ended here, not by the fleet).
+    socketio: tokio::task::JoinHandle<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -184,6 +188,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Ok(p) => p.filter(|p| !p.is_empty()),
         Err(e) => return Err(StartError::BasePath(e)),
     };
+    settings.vps.alerts.validate()?;
     let monitoring = crate::monitoring::Monitoring::new(&settings.monitoring, base_path.as_deref())
         .map_err(StartError::Monitoring)?;
     private_file::ensure_private_dir(&settings.data_dir)
@@ -202,23 +207,24 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         crate::api::candy::bot_db::write(&store, path)?;
     }
     let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
-    let app = api::app(
-        AppState {
-            store: store.clone(),
-            fleet: fleet.clone(),
-            auth,
-            feed: Default::default(),
-            history: crate::jobs::history::HistoryJob::start(fleet.clone()),
-            adguard: crate::jobs::adguard::AdGuardJob::start(store.clone()),
-            monitoring: Arc::new(monitoring),
-            v2ray_stat: Arc::new(settings.v2ray_stat.clone()),
-            candy: Arc::new(settings.candy.clone()),
-            install: Arc::new(settings.install.clone()),
-            rollouts: crate::rollout::Rollouts::start(fleet.clone()),
-            vps: Arc::new(settings.vps.clone()),
-        },
-        base_path.as_deref(),
-    );
+    let state = AppState {
+        store: store.clone(),
+        fleet: fleet.clone(),
+        auth,
+        feed: Default::default(),
+        history: crate::jobs::history::HistoryJob::start(fleet.clone()),
+        adguard: crate::jobs::adguard::AdGuardJob::start(store.clone()),
+        monitoring: Arc::new(monitoring),
+        v2ray_stat: Arc::new(settings.v2ray_stat.clone()),
+        candy: Arc::new(settings.candy.clone()),
+        install: Arc::new(settings.install.clone()),
+        rollouts: crate::rollout::Rollouts::start(fleet.clone()),
+        vps: Arc::new(settings.vps.clone()),
+        vps_alerts: crate::vps_alerts::hub(),
+    };
+    let app = api::app(state.clone(), base_path.as_deref());
+    // Socket.IO wraps the whole app: its layer answers /socket.io (and {base_path}/socket.io).
+    let (app, socketio) = api::vps::socketio::attach(state, app, base_path.as_deref());
     let listener =
         tokio::net::TcpListener::bind(settings.http).await.map_err(|e| StartError::Http(settings.http, e))?;
     let http_addr = listener.local_addr().map_err(|e| StartError::Http(settings.http, e))?;
@@ -233,13 +239,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         }
     });
     tracing::info!(http = %http_addr, quic = %quic_addr, ca = %hex::encode(ca_fingerprint), "controller started");
-    Ok(Running { store, fleet, http_addr, quic_addr, admin, http, stop_http })
+    Ok(Running { store, fleet, http_addr, quic_addr, admin, http, socketio, stop_http })
 }
 
 impl Running {
     /// Stops HTTP and closes every agent link.
     pub async fn shutdown(self) {
         let _ = self.stop_http.send(());
+        self.socketio.abort();
         self.fleet.shutdown().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http).await;
     }

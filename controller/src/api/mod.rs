@@ -39,6 +39,8 @@ pub struct AppState {
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// The VPS API's settings.
     pub vps: Arc<vps::VpsSettings>,
+    /// The VPS servers' resource alerts as they fire (Socket.IO `server-alerts`, e-mail).
+    pub vps_alerts: crate::vps_alerts::AlertHub,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under

@@ -784,7 +784,7 @@ fn b64_decoded_len(s: &str) -> Option<usize> {
     if !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
         return None;
     }
-    if s.len() != body.len() && s.len() % 4 != 0 {
+    if s.len() != body.len() && !s.len().is_multiple_of(4) {
         return None;
     }
     Some(body.len() * 3 / 4)

@@ -26,7 +26,8 @@ pub fn os_json(os: &OsRecord) -> Value {
 
 /// The description the panel shows as bullet points (split at commas) when none was given.
 pub fn default_description(cores: u32, memory_mib: u64, disk_gb: u64) -> String {
-    let memory = if memory_mib % 1024 == 0 { format!("{} GB", memory_mib / 1024) } else { format!("{memory_mib} MB") };
+    let memory =
+        if memory_mib.is_multiple_of(1024) { format!("{} GB", memory_mib / 1024) } else { format!("{memory_mib} MB") };
     let cores = if cores == 1 { "1 core".to_string() } else { format!("{cores} cores") };
     format!("{cores}, {memory} RAM, {disk_gb} GB SSD")
 }

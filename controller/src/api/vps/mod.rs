@@ -10,6 +10,7 @@ pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod openapi;
 pub(crate) mod servers;
+pub mod socketio;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
@@ -27,6 +28,11 @@ use crate::store::{Role, StoreError};
 pub struct VpsSettings {
     /// `POST /api/auth/register` creates accounts (off: only operators add users).
     pub registration: bool,
+    /// Socket.IO connections without a session token are accepted (the original web UI sends
+    /// none) and may watch any server: a compatibility switch, off by default.
+    pub anonymous_socketio: bool,
+    /// When `server-alerts` fire.
+    pub alerts: crate::vps_alerts::AlertThresholds,
 }
 
 /// Routes of this family.

@@ -615,7 +615,7 @@ mod tests {
     async fn every_route_is_served_with_its_access_and_documented_answers() {
         let dir = tempfile::tempdir().unwrap();
         let running = crate::server::start(crate::server::Settings {
-            vps: crate::api::vps::VpsSettings { registration: true },
+            vps: crate::api::vps::VpsSettings { registration: true, ..Default::default() },
             ..crate::server::Settings::for_tests(dir.path())
         })
         .await
