@@ -87,6 +87,23 @@ pub enum ContainerOp {
     },
 }
 
+impl ContainerOp {
+    /// The Proxmox task type an operation runs as (the UPID's `<type>`).
+    pub fn task_type(&self) -> &'static str {
+        match self {
+            ContainerOp::Start => "vzstart",
+            ContainerOp::Stop { .. } => "vzstop",
+            ContainerOp::Restart { .. } => "vzreboot",
+            ContainerOp::Delete => "vzdestroy",
+            ContainerOp::SetPassword { .. } => "vzpasswd",
+            ContainerOp::Resize { .. } => "resize",
+            ContainerOp::SnapshotCreate { .. } => "vzsnapshot",
+            ContainerOp::SnapshotRollback { .. } => "vzrollback",
+            ContainerOp::SnapshotDelete { .. } => "vzdelsnapshot",
+        }
+    }
+}
+
 /// `CONTAINER_ACTION` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerAction {

@@ -363,21 +363,6 @@ fn check_limits(cores: u32, memory_mib: u64, disk_gb: u64) -> Result<(), Contain
 /// How long a snapshot or rollback waits for a clean shutdown before killing the guest.
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The Proxmox task type of an operation.
-pub fn task_kind(op: &ContainerOp) -> &'static str {
-    match op {
-        ContainerOp::Start => "vzstart",
-        ContainerOp::Stop { .. } => "vzstop",
-        ContainerOp::Restart { .. } => "vzreboot",
-        ContainerOp::Delete => "vzdestroy",
-        ContainerOp::SetPassword { .. } => "vzpasswd",
-        ContainerOp::Resize { .. } => "resize",
-        ContainerOp::SnapshotCreate { .. } => "vzsnapshot",
-        ContainerOp::SnapshotRollback { .. } => "vzrollback",
-        ContainerOp::SnapshotDelete { .. } => "vzdelsnapshot",
-    }
-}
-
 /// The containers driver: requests from the link, tasks in the background, samples on a timer.
 pub struct ContainersDriver {
     settings: ContainersSettings,
@@ -655,7 +640,7 @@ impl ContainersDriver {
             }
             ContainerOp::Start | ContainerOp::Stop { .. } | ContainerOp::Restart { .. } | ContainerOp::Delete => {}
         }
-        let task = self.tasks.begin(task_kind(&req.op), &req.name, &req.user)?;
+        let task = self.tasks.begin(req.op.task_type(), &req.name, &req.user)?;
         let upid = task.upid();
         let driver = self.clone();
         tokio::spawn(async move {

@@ -114,25 +114,10 @@ async fn call<T: serde::Serialize, A: serde::de::DeserializeOwned>(
     codec::decode_from(&answer).map_err(|e| VpsError::internal(format!("undecodable answer from node {node}: {e}")))
 }
 
-/// The Proxmox task type of an operation.
-fn task_kind(op: &ContainerOp) -> &'static str {
-    match op {
-        ContainerOp::Start => "vzstart",
-        ContainerOp::Stop { .. } => "vzstop",
-        ContainerOp::Restart { .. } => "vzreboot",
-        ContainerOp::Delete => "vzdestroy",
-        ContainerOp::SetPassword { .. } => "vzpasswd",
-        ContainerOp::Resize { .. } => "resize",
-        ContainerOp::SnapshotCreate { .. } => "vzsnapshot",
-        ContainerOp::SnapshotRollback { .. } => "vzrollback",
-        ContainerOp::SnapshotDelete { .. } => "vzdelsnapshot",
-    }
-}
-
 /// Starts an operation on a server's container; records its task. Returns the task's UPID.
 async fn act(state: &AppState, user: &Customer, server: &ServerRecord, op: ContainerOp) -> Result<Upid, VpsError> {
     let node = node_of(server)?;
-    let kind = task_kind(&op).to_string();
+    let kind = op.task_type().to_string();
     let action = ContainerAction { name: server.container.clone(), op, user: format!("{}@flotilla", user.username) };
     let started: TaskStarted = call(state, node, RequestKind::CONTAINER_ACTION, &action, CALL).await?;
     let task = TaskInfo {
@@ -638,16 +623,29 @@ pub async fn snapshots(
     Ok(Json(json!({ "status": "success", "data": data })))
 }
 
+/// A snapshot operation on the caller's server: the cleaned name and the task running it.
+async fn snapshot_task(
+    state: &AppState,
+    user: &Customer,
+    raw: &str,
+    snapname: Option<String>,
+    op: impl FnOnce(String) -> ContainerOp,
+) -> Result<(String, Upid), VpsError> {
+    let server = owned(state, user, raw).await?;
+    let name = snapshot_name(snapname)?;
+    let upid = act(state, user, &server, op(name.clone())).await?;
+    Ok((name, upid))
+}
+
 pub async fn snapshot_create(
     user: Customer,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Body(body): Body<SnapshotBody>,
 ) -> Result<Json<Value>, VpsError> {
-    let server = owned(&state, &user, &raw).await?;
-    let name = snapshot_name(body.snapname)?;
-    let op = ContainerOp::SnapshotCreate { name: name.clone(), description: body.description.unwrap_or_default() };
-    let upid = act(&state, &user, &server, op).await?;
+    let description = body.description.unwrap_or_default();
+    let op = |name| ContainerOp::SnapshotCreate { name, description };
+    let (name, upid) = snapshot_task(&state, &user, &raw, body.snapname, op).await?;
     Ok(Json(json!({ "status": "success", "taskId": upid.0, "snapname": name })))
 }
 
@@ -657,9 +655,8 @@ pub async fn snapshot_rollback(
     Path(raw): Path<String>,
     Body(body): Body<SnapshotBody>,
 ) -> Result<Json<Value>, VpsError> {
-    let server = owned(&state, &user, &raw).await?;
-    let name = snapshot_name(body.snapname)?;
-    let upid = act(&state, &user, &server, ContainerOp::SnapshotRollback { name }).await?;
+    let op = |name| ContainerOp::SnapshotRollback { name };
+    let (_, upid) = snapshot_task(&state, &user, &raw, body.snapname, op).await?;
     Ok(Json(json!({ "status": "success", "taskId": upid.0 })))
 }
 
@@ -669,9 +666,8 @@ pub async fn snapshot_delete(
     Path(raw): Path<String>,
     Body(body): Body<SnapshotBody>,
 ) -> Result<Json<Value>, VpsError> {
-    let server = owned(&state, &user, &raw).await?;
-    let name = snapshot_name(body.snapname)?;
-    let upid = act(&state, &user, &server, ContainerOp::SnapshotDelete { name }).await?;
+    let op = |name| ContainerOp::SnapshotDelete { name };
+    let (_, upid) = snapshot_task(&state, &user, &raw, body.snapname, op).await?;
     Ok(Json(json!({ "status": "success", "taskId": upid.0 })))
 }
 
