@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{wait_for, Api, Reply};
+use crate::harness::{bin_dir, wait_for, Api, Fleet, Reply};
 
 /// Whether containers can run here: root, network namespaces, the lxc tools, and the busybox
 /// template with a static busybox.
@@ -138,5 +138,28 @@ pub fn destroy(ns: Option<&str>, names: &[String]) {
             cmd.args(&args[1..]);
             let _ = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
         }
+    }
+}
+
+/// Adds a customer (role viewer) with the controller's CLI; `email` optional.
+pub fn add_user(fleet: &Fleet, name: &str, password: &str, email: Option<&str>) {
+    let mut cmd = Command::new(bin_dir().join("flotilla-controller"));
+    cmd.arg("--data-dir").arg(fleet.controller_data_dir()).args(["user", "add", name, "--role", "viewer"]);
+    if let Some(email) = email {
+        cmd.args(["--email", email]);
+    }
+    let out = cmd.env("FLOTILLA_PASSWORD", password).output().expect("flotilla-controller user add");
+    assert!(out.status.success(), "user add {name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Destroys the named containers when dropped, so a test that fails halfway leaves none behind.
+pub struct Cleanup {
+    pub ns: Option<String>,
+    pub names: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        destroy(self.ns.as_deref(), &self.names);
     }
 }

@@ -5,33 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla_tests::harness::{bin_dir, wait_for, Fleet};
-use flotilla_tests::vps::{self, cgroup_value, container_exists, in_guest, Vps};
+use flotilla_tests::harness::{wait_for, Fleet};
+use flotilla_tests::vps::{self, add_user, cgroup_value, container_exists, in_guest, Cleanup, Vps};
 use serde_json::{json, Value};
-
-/// Adds a user with the controller's CLI.
-fn add_user(fleet: &Fleet, name: &str, password: &str) {
-    let out = Command::new(bin_dir().join("flotilla-controller"))
-        .arg("--data-dir")
-        .arg(fleet.controller_data_dir())
-        .args(["user", "add", name, "--role", "viewer"])
-        .env("FLOTILLA_PASSWORD", password)
-        .output()
-        .expect("flotilla-controller user add");
-    assert!(out.status.success(), "user add {name}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Removes the test's containers even when an assertion failed halfway.
-struct Cleanup {
-    ns: Option<String>,
-    names: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        vps::destroy(self.ns.as_deref(), &self.names);
-    }
-}
 
 #[test]
 fn a_server_lives_its_whole_life_through_the_api() {
@@ -46,8 +22,8 @@ fn a_server_lives_its_whole_life_through_the_api() {
     fleet.wait_connected(&[node], Duration::from_secs(20));
     let ns = fleet.agent(agent).host.ns.clone();
     let admin = Vps::login(&fleet.api, "admin", &fleet.api.password.clone());
-    add_user(&fleet, "bob", "bob-password-1");
-    add_user(&fleet, "carol", "carol-password-1");
+    add_user(&fleet, "bob", "bob-password-1", None);
+    add_user(&fleet, "carol", "carol-password-1", None);
     let bob = Vps::login(&fleet.api, "bob", "bob-password-1");
     let carol = Vps::login(&fleet.api, "carol", "carol-password-1");
 
