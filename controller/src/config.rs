@@ -43,6 +43,45 @@ pub struct FileConfig {
     /// `[vps]`.
     #[serde(default)]
     pub vps: VpsConfig,
+    /// `[email]`: SMTP for notifications; the `SMTP_*` environment variables override it.
+    #[serde(default)]
+    pub email: EmailConfig,
+}
+
+/// `[email]` of `controller.toml`: the SMTP server notifications go through. Each key is
+/// overridden by its environment variable (`SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASS`,
+/// `SMTP_FROM`). Without a host no mail is sent.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// SMTP server (`SMTP_HOST`); unset: e-mail is off.
+    pub host: Option<String>,
+    /// Its port (`SMTP_PORT`) [default: 587]; 465 speaks TLS from the start, any other port uses
+    /// STARTTLS when the server offers it.
+    pub port: Option<u16>,
+    /// Login (`SMTP_USER`); unset: no authentication.
+    pub user: Option<String>,
+    /// Password (`SMTP_PASS`); better given in the environment than in this file.
+    pub pass: Option<String>,
+    /// Sender address (`SMTP_FROM`) [default: flotilla@<host>].
+    pub from: Option<String>,
+    /// At most one critical-alert mail per server this often [default: 1h].
+    #[serde(default, with = "humantime_serde")]
+    pub alert_interval: Option<Duration>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("pass", &self.pass.as_ref().map(|_| "********"))
+            .field("from", &self.from)
+            .field("alert_interval", &self.alert_interval)
+            .finish()
+    }
 }
 
 /// `[vps]` of `controller.toml`.

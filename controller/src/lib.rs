@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod demo;
+pub mod email;
 pub mod fleet;
 pub mod jobs;
 pub mod monitoring;

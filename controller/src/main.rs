@@ -22,6 +22,13 @@ use flotilla_controller::{auth, demo, pki::Pki, private_file};
 ///
 /// Quick start on one machine:   flotilla-controller demo
 /// Production:                   flotilla-controller serve --public-addr vpn.example.com:4433
+/// How e-mail notifications are configured (shown by `serve --help`).
+const EMAIL_HELP: &str = "E-mail notifications (server ready, critical resource alerts) go through the SMTP server \
+named by SMTP_HOST, SMTP_PORT [default: 587; 465 = implicit TLS, else STARTTLS when offered], SMTP_USER, \
+SMTP_PASS and SMTP_FROM [default: flotilla@<host>]. These environment variables override the same keys \
+(host, port, user, pass, from) of the config file's [email] section, which also has alert_interval \
+[default: 1h]. Without a host no mail is sent.";
+
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-controller", version, verbatim_doc_comment)]
 struct Cli {
@@ -90,6 +97,7 @@ struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller.
+    #[command(after_help = EMAIL_HELP)]
     Serve(ServeArgs),
     /// All-in-one demo: controller on an embedded store plus a local agent, enrolled automatically.
     Demo(DemoArgs),
@@ -290,6 +298,8 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             heartbeat_interval: args.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5)),
         },
         admin: args.admin_user.clone().zip(args.admin_password.clone()),
+        // SMTP_* environment variables override `[email]` of the file.
+        email: flotilla_controller::email::EmailSettings::resolve(&file.email, |k| std::env::var(k).ok()),
         install: flotilla_controller::api::install::InstallSettings {
             agent_package: file.install.agent_package.clone(),
         },
@@ -651,6 +661,11 @@ fn check_config(path: &Path, file: &FileConfig) -> ExitCode {
         if !parent.as_os_str().is_empty() && !parent.is_dir() {
             return fail(format!("[candy] bot_db: directory {} does not exist", parent.display()));
         }
+    }
+    if let Err(e) =
+        flotilla_controller::email::EmailSettings::resolve(&file.email, |k| std::env::var(k).ok()).validate()
+    {
+        return fail(format!("[email] {e}"));
     }
     if path.exists() {
         println!("flotilla-controller: config {} is valid", path.display());

@@ -38,6 +38,8 @@ pub struct Settings {
     pub vps: crate::api::vps::VpsSettings,
     /// The one-line node install (`[install]`).
     pub install: crate::api::install::InstallSettings,
+    /// E-mail notifications (`[email]` and the `SMTP_*` environment variables).
+    pub email: crate::email::EmailSettings,
 }
 
 #[cfg(test)]
@@ -62,6 +64,7 @@ impl Settings {
             candy: Default::default(),
             vps: Default::default(),
             install: Default::default(),
+            email: Default::default(),
         }
     }
 }
@@ -100,6 +103,8 @@ pub enum StartError {
     Monitoring(String),
     #[error(transparent)]
     VpsAlerts(#[from] crate::vps_alerts::ThresholdError),
+    #[error("e-mail: {0}")]
+    Email(String),
 }
 
 /// How the first admin came to be.
@@ -123,6 +128,8 @@ pub struct Running {
     http: tokio::task::JoinHandle<()>,
     /// The Socket.IO pusher (it holds the fleet, so it is ended here, not by the fleet).
     socketio: tokio::task::JoinHandle<()>,
+    /// The e-mail notifier (server ready, critical alerts), when e-mail is on.
+    notifier: Option<tokio::task::JoinHandle<()>>,
     stop_http: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -189,6 +196,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Err(e) => return Err(StartError::BasePath(e)),
     };
     settings.vps.alerts.validate()?;
+    settings.email.validate().map_err(StartError::Email)?;
     let monitoring = crate::monitoring::Monitoring::new(&settings.monitoring, base_path.as_deref())
         .map_err(StartError::Monitoring)?;
     private_file::ensure_private_dir(&settings.data_dir)
@@ -207,6 +215,18 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         crate::api::candy::bot_db::write(&store, path)?;
     }
     let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
+    let mailer = crate::email::Mailer::start(&settings.email);
+    let vps_alerts = crate::vps_alerts::hub();
+    // Subscribed before the Socket.IO pusher (which raises the alerts) starts.
+    let notifier = mailer.enabled().then(|| {
+        crate::email::spawn_vps_notifier(
+            store.clone(),
+            mailer.clone(),
+            fleet.vps_events(),
+            vps_alerts.subscribe(),
+            settings.email.alert_interval,
+        )
+    });
     let state = AppState {
         store: store.clone(),
         fleet: fleet.clone(),
@@ -220,7 +240,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         install: Arc::new(settings.install.clone()),
         rollouts: crate::rollout::Rollouts::start(fleet.clone()),
         vps: Arc::new(settings.vps.clone()),
-        vps_alerts: crate::vps_alerts::hub(),
+        vps_alerts,
+        mailer,
     };
     let app = api::app(state.clone(), base_path.as_deref());
     // Socket.IO wraps the whole app: its layer answers /socket.io (and {base_path}/socket.io).
@@ -239,7 +260,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         }
     });
     tracing::info!(http = %http_addr, quic = %quic_addr, ca = %hex::encode(ca_fingerprint), "controller started");
-    Ok(Running { store, fleet, http_addr, quic_addr, admin, http, socketio, stop_http })
+    Ok(Running { store, fleet, http_addr, quic_addr, admin, http, socketio, notifier, stop_http })
 }
 
 impl Running {
@@ -247,6 +268,9 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop_http.send(());
         self.socketio.abort();
+        if let Some(notifier) = &self.notifier {
+            notifier.abort();
+        }
         self.fleet.shutdown().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http).await;
     }

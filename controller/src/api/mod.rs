@@ -41,6 +41,8 @@ pub struct AppState {
     pub vps: Arc<vps::VpsSettings>,
     /// The VPS servers' resource alerts as they fire (Socket.IO `server-alerts`, e-mail).
     pub vps_alerts: crate::vps_alerts::AlertHub,
+    /// Outgoing e-mail (server ready, critical alerts; `notify` for anything else).
+    pub mailer: Arc<crate::email::Mailer>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
