@@ -103,6 +103,9 @@ pub struct VpsConfig {
     /// Percentage points a metric must drop below its threshold before it alerts again
     /// (default: 5).
     pub alert_margin: Option<f64>,
+    /// Origins whose browser pages may call the VPS API (CORS), e.g. where the panel's web UI is
+    /// served (default: its development origins, http://localhost:3000 and :5173).
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// `[install]` of `controller.toml`.

@@ -135,6 +135,10 @@ enum Command {
     /// its previous package by itself). The same as POST /api/v1/rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// The VPS API's catalogs of OS templates and tariffs (works while `serve` runs; run it as
+    /// the controller's user). The same as POST /api/os and /api/tariff.
+    #[command(subcommand)]
+    Vps(VpsCommand),
     /// Check the configuration file and exit: 0 when `serve` can start with it, 2 when not (with
     /// the reason). systemd runs it before starting and before reloading the service.
     CheckConfig,
@@ -168,6 +172,35 @@ enum NodeCommand {
     List,
     /// Delete a node; a running controller drops its link within 30 s (the HTTP API does it at once).
     Remove { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum VpsCommand {
+    /// Add an OS template: `busybox`, `debian:<release>` or `lxc:<template> [args…]`.
+    OsAdd {
+        name: String,
+        #[arg(long)]
+        template: String,
+    },
+    /// Add a tariff.
+    TariffAdd {
+        name: String,
+        #[arg(long)]
+        cores: u32,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory: u64,
+        /// Disk in GB.
+        #[arg(long)]
+        disk: u64,
+        #[arg(long, default_value_t = 0.0)]
+        price: f64,
+        /// Shown by the panel as bullet points (split at commas) [default: from the sizes].
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List both catalogs.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,6 +341,9 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             flotilla_controller::api::vps::VpsSettings {
                 registration: file.vps.registration.unwrap_or(false),
                 anonymous_socketio: file.vps.anonymous_socketio.unwrap_or(false),
+                cors_origins: file.vps.cors_origins.clone().unwrap_or_else(|| {
+                    flotilla_controller::api::vps::DEFAULT_CORS_ORIGINS.iter().map(|o| o.to_string()).collect()
+                }),
                 // Checked by server::start, which can refuse to start.
                 alerts: flotilla_controller::vps_alerts::AlertThresholds {
                     cpu: file.vps.alert_cpu.unwrap_or(defaults.cpu),
@@ -406,6 +442,10 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
         Command::AgentPackage(cmd) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             agent_package_command(cmd, &data_dir)
+        }
+        Command::Vps(cmd) => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            vps_command(cmd, &data_dir)
         }
         Command::Rollout(cmd) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -507,6 +547,37 @@ fn node_command(cmd: NodeCommand, data_dir: &std::path::Path) -> anyhow::Result<
                 anyhow::bail!("no node {id}");
             }
             println!("node {id} deleted");
+        }
+    }
+    Ok(())
+}
+
+fn vps_command(cmd: VpsCommand, data_dir: &Path) -> anyhow::Result<()> {
+    use flotilla_controller::store::{template_from_text, template_to_text, TariffRecord};
+    let store = Store::open(data_dir)?;
+    match cmd {
+        VpsCommand::OsAdd { name, template } => {
+            let template = template_from_text(&template).map_err(|e| anyhow::anyhow!("--template: {e}"))?;
+            let os = store.add_os(&name, "linux", &template)?;
+            println!("OS {} ({}) added: {}", os.id, os.name, template_to_text(&os.template));
+        }
+        VpsCommand::TariffAdd { name, cores, memory, disk, price, description } => {
+            let description = description
+                .unwrap_or_else(|| flotilla_controller::api::vps::catalog::default_description(cores, memory, disk));
+            let tariff = TariffRecord { id: 0, name, cores, memory_mib: memory, disk_gb: disk, price, description };
+            let tariff = store.add_tariff(&tariff)?;
+            println!("tariff {} ({}) added: {}", tariff.id, tariff.name, tariff.description);
+        }
+        VpsCommand::List => {
+            for os in store.os_list()? {
+                println!("os     {:>4}  {:<24} {}", os.id, os.name, template_to_text(&os.template));
+            }
+            for t in store.tariffs()? {
+                println!(
+                    "tariff {:>4}  {:<24} {} core(s), {} MiB, {} GB, price {}",
+                    t.id, t.name, t.cores, t.memory_mib, t.disk_gb, t.price
+                );
+            }
         }
     }
     Ok(())

@@ -53,7 +53,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
         .merge(v2ray_stat::router(state.clone()))
         .merge(candy::router())
         .merge(install::router())
-        .merge(vps::router())
+        .merge(vps::router().layer(vps::cors(&state.vps)))
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         // The web UI's feed lives beside the API, not under /api.
         .route("/ws", axum::routing::get(multi_server::feed::connect));

@@ -7,7 +7,7 @@
 //! own servers (others' are a 404), an administrator on all.
 
 pub(crate) mod auth;
-pub(crate) mod catalog;
+pub mod catalog;
 pub(crate) mod openapi;
 pub(crate) mod servers;
 pub mod socketio;
@@ -33,6 +33,25 @@ pub struct VpsSettings {
     pub anonymous_socketio: bool,
     /// When `server-alerts` fire.
     pub alerts: crate::vps_alerts::AlertThresholds,
+    /// Origins allowed to call the API from a browser (CORS).
+    pub cors_origins: Vec<String>,
+}
+
+/// Where the panel's web UI runs in development (its Vite and CRA servers).
+pub const DEFAULT_CORS_ORIGINS: &[&str] = &["http://localhost:3000", "http://localhost:5173"];
+
+/// CORS for the family: the panel's web UI is served from another origin than the API. Bearer
+/// tokens are sent by the page itself (not cookies), so an allowed origin gains nothing a page
+/// without the token could use; the list still names origins rather than `*`.
+pub fn cors(settings: &VpsSettings) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method};
+    let origins: Vec<HeaderValue> =
+        settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .allow_credentials(true)
 }
 
 /// Routes of this family.
