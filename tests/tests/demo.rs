@@ -120,7 +120,10 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     assert!(text.contains("curl -u"), "curl examples: {text}");
     // Three more with WireGuard on this host (install, client, data).
     let wireguard_lines = if text.contains("WireGuard, the CandyPanel API") { 3 } else { 0 };
-    assert_eq!(banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count(), 7 + wireguard_lines, "{text}");
+    // Three with containers on this host (catalogs, create, status).
+    let vps_lines = if text.contains("Virtual servers, the VPS API") { 3 } else { 0 };
+    let curls = banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count();
+    assert_eq!(curls, 7 + wireguard_lines + vps_lines, "{text}");
     let (user, password) = login(&banner);
     assert_eq!(user, "admin");
     assert!(password.len() >= 16, "generated password: {password}");
