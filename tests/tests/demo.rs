@@ -2,6 +2,7 @@
 //! how to reach them, stops cleanly on Ctrl-C, and a second run reuses the same data dir.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ impl Demo {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start demo");
         let stdout = child.stdout.take().unwrap();
@@ -91,6 +93,9 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
+        // The whole process group: the proxy core the demo's agent started outlives a killed
+        // agent on purpose (workloads survive the agent), and would hold the demo's ports.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
