@@ -98,8 +98,10 @@ fn a_real_peer_pings_through_an_interface_made_by_the_api() {
     // names are the server's view): one-way UDP from the client moves download only.
     let (down_before, up_before) = used(&candy.client("alice"));
     peer.send_udp("10.0.1.1", 9, 200, 1000);
+    // 200 datagrams of 1,000 bytes; UDP may lose a few on the way into wireguard-go (runs here
+    // counted 190-205 kB), so half of it is the bar: what matters is the direction.
     eventually("alice's one-way traffic counted as download", Duration::from_secs(20), || {
-        used(&candy.client("alice")).0 >= down_before + 200_000
+        used(&candy.client("alice")).0 >= down_before + 100_000
     });
     let (down, up) = used(&candy.client("alice"));
     assert!(
