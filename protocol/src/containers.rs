@@ -227,3 +227,32 @@ pub struct SnapshotList {
 pub struct ContainerSamples {
     pub containers: Vec<(String, ContainerState, ContainerSample)>,
 }
+
+/// `CONSOLE_ACCESS` answer: how the guest's console is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleAccess {
+    /// A terminal the agent runs on its host: open it with `CONSOLE_OPEN` over the link.
+    Terminal,
+    /// The backend's own web console (Proxmox's xterm.js/noVNC page), already authorised.
+    Url(String),
+}
+
+/// `CONSOLE_OPEN` body: a terminal on a container, `cols` × `rows` characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleOpen {
+    pub name: String,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// What flows on a console stream once `CONSOLE_OPEN` is answered, in both directions, each
+/// frame a `u32` big-endian length and the bincode body (see [`crate::io::write_console_frame`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleFrame {
+    /// Bytes typed (controller → agent) or printed (agent → controller).
+    Data(Vec<u8>),
+    /// The viewer's window changed size (controller → agent).
+    Resize { cols: u16, rows: u16 },
+    /// The shell ended with this exit code, if it had one (agent → controller, last frame).
+    Exit(Option<i32>),
+}

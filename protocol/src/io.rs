@@ -16,6 +16,14 @@ pub enum FrameIoError {
 
 /// Reads one envelope. `Ok(None)` on a clean end of stream at a frame boundary.
 pub async fn read_envelope<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Envelope>, FrameIoError> {
+    match read_frame_body(reader).await? {
+        Some(body) => Ok(Some(codec::decode_body(&body)?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads one length-prefixed frame body. `Ok(None)` on a clean end of stream before a frame.
+async fn read_frame_body<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>, FrameIoError> {
     let mut prefix = [0u8; PREFIX_LEN];
     let mut filled = 0;
     while filled < PREFIX_LEN {
@@ -28,10 +36,9 @@ pub async fn read_envelope<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Optio
         }
         filled += n;
     }
-    let len = codec::body_len(prefix)?;
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; codec::body_len(prefix)?];
     reader.read_exact(&mut body).await?;
-    Ok(Some(codec::decode_body(&body)?))
+    Ok(Some(body))
 }
 
 /// Reads envelopes from a long-lived stream and forwards them, so that a `select!` loop can
@@ -115,15 +122,55 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = RpcResult>,
 {
-    let request = match read_message(recv).await? {
-        Message::Request(r) => r,
-        other => {
-            return Err(CodecError::Malformed(format!("expected Request, got {}", other.name())).into());
-        }
-    };
+    let request = read_request(recv).await?;
     let (id, kind) = (request.id, request.kind);
     let result = handler(request).await;
+    write_response(send, id, result).await?;
+    Ok(kind)
+}
+
+/// Reads the request that opens a bi-stream.
+pub async fn read_request<R: AsyncRead + Unpin>(recv: &mut R) -> Result<Request, FrameIoError> {
+    match read_message(recv).await? {
+        Message::Request(r) => Ok(r),
+        other => Err(CodecError::Malformed(format!("expected Request, got {}", other.name())).into()),
+    }
+}
+
+/// Writes the response to request `id` and flushes it.
+pub async fn write_response<W: AsyncWrite + Unpin>(
+    send: &mut W,
+    id: RequestId,
+    result: RpcResult,
+) -> Result<(), FrameIoError> {
     write_message(send, Message::Response(Response { id, result })).await?;
     send.flush().await?;
-    Ok(kind)
+    Ok(())
+}
+
+use crate::containers::ConsoleFrame;
+
+/// Writes one frame of a console stream (a `u32` big-endian length, then the bincode body).
+pub async fn write_console_frame<W: AsyncWrite + Unpin>(
+    send: &mut W,
+    frame: &ConsoleFrame,
+) -> Result<(), FrameIoError> {
+    let body = codec::encode_body(frame)?;
+    if body.len() > codec::MAX_FRAME_LEN {
+        return Err(CodecError::TooLarge(body.len()).into());
+    }
+    let mut out = Vec::with_capacity(PREFIX_LEN + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    send.write_all(&out).await?;
+    send.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame of a console stream; `Ok(None)` when the peer finished it cleanly.
+pub async fn read_console_frame<R: AsyncRead + Unpin>(recv: &mut R) -> Result<Option<ConsoleFrame>, FrameIoError> {
+    match read_frame_body(recv).await? {
+        Some(body) => Ok(Some(codec::decode_from(&body)?)),
+        None => Ok(None),
+    }
 }

@@ -70,6 +70,13 @@ impl RequestKind {
     /// Controller → agent. Body: [`crate::containers::TaskQuery`]. Answer:
     /// [`crate::containers::TaskInfo`] with the whole log.
     pub const TASK_STATUS: RequestKind = RequestKind(24);
+    /// Controller → agent. Body: [`crate::containers::ContainerQuery`]. Answer:
+    /// [`crate::containers::ConsoleAccess`].
+    pub const CONSOLE_ACCESS: RequestKind = RequestKind(25);
+    /// Controller → agent. Body: [`crate::containers::ConsoleOpen`]. Answer: empty once the
+    /// terminal runs; the stream then carries [`crate::containers::ConsoleFrame`]s both ways until
+    /// either side finishes it.
+    pub const CONSOLE_OPEN: RequestKind = RequestKind(26);
 }
 
 /// One call.

@@ -15,9 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flotilla_protocol::backup::{ImportReport, StateExport, StateImport};
 use flotilla_protocol::codec::{self, PREFIX_LEN};
 use flotilla_protocol::containers::{
-    ContainerAction, ContainerCreate, ContainerList, ContainerOp, ContainerQuery, ContainerSample, ContainerSamples,
-    ContainerSpec, ContainerState, ContainerStatus, OsTemplate, SnapshotInfo, SnapshotList, TaskInfo, TaskQuery,
-    TaskStarted, TaskState, Upid,
+    ConsoleAccess, ConsoleFrame, ConsoleOpen, ContainerAction, ContainerCreate, ContainerList, ContainerOp,
+    ContainerQuery, ContainerSample, ContainerSamples, ContainerSpec, ContainerState, ContainerStatus, OsTemplate,
+    SnapshotInfo, SnapshotList, TaskInfo, TaskQuery, TaskStarted, TaskState, Upid,
 };
 use flotilla_protocol::enroll::{EnrollRefusal, EnrollRefused, EnrollRequest, Enrolled, RenewRequest, Renewed};
 use flotilla_protocol::facts::HostFacts;
@@ -364,6 +364,8 @@ fn numbered_constants() {
     assert_eq!(RequestKind::CONTAINER_LIST, RequestKind(22));
     assert_eq!(RequestKind::SNAPSHOT_LIST, RequestKind(23));
     assert_eq!(RequestKind::TASK_STATUS, RequestKind(24));
+    assert_eq!(RequestKind::CONSOLE_ACCESS, RequestKind(25));
+    assert_eq!(RequestKind::CONSOLE_OPEN, RequestKind(26));
     assert_eq!(EventKind::CONTAINER_TASK, EventKind(8));
     assert_eq!(EventKind::CONTAINER_SAMPLES, EventKind(9));
     assert_eq!(Capabilities::CONTAINERS, Capabilities(64));
@@ -803,4 +805,18 @@ fn container_bodies() {
         &ContainerSamples { containers: vec![("vps-300".into(), ContainerState::Running, sample)] },
         "01077670732d33303000fd330469cf8f010000000000000000d03ffc00000020fd0000004001000000fb2c01fc70110100",
     );
+}
+
+#[test]
+fn console_bodies() {
+    check_body(&ConsoleAccess::Terminal, "00");
+    check_body(
+        &ConsoleAccess::Url("https://pve:8006/?console=lxc&vmid=101".into()),
+        "012668747470733a2f2f7076653a383030362f3f636f6e736f6c653d6c786326766d69643d313031",
+    );
+    check_body(&ConsoleOpen { name: "vps-1-3fa2c1".into(), cols: 300, rows: 45 }, "0c7670732d312d336661326331fb2c012d");
+    check_body(&ConsoleFrame::Data(b"ls\r".to_vec()), "00036c730d");
+    check_body(&ConsoleFrame::Resize { cols: 123, rows: 45 }, "017b2d");
+    check_body(&ConsoleFrame::Exit(Some(-1)), "020101");
+    check_body(&ConsoleFrame::Exit(None), "0200");
 }
