@@ -76,9 +76,9 @@ enum Command {
         /// "off" (overrides [wireguard] backend; default: off).
         #[arg(long, value_name = "kernel|userspace|off")]
         wireguard_backend: Option<BackendSetting>,
-        /// Containers backend: "lxc" (the lxc-* tools) or "off" (overrides [containers]
-        /// backend; default: off).
-        #[arg(long, value_name = "lxc|off")]
+        /// Containers backend: "lxc" (the lxc-* tools), "proxmox" (the node's Proxmox VE API,
+        /// [containers.proxmox]) or "off" (overrides [containers] backend; default: off).
+        #[arg(long, value_name = "lxc|proxmox|off")]
         containers_backend: Option<ContainersBackend>,
     },
     /// Enroll this host with a join token from the controller (POST /api/v1/nodes).

@@ -628,20 +628,53 @@ async fn serve_requests(conn: quinn::Connection, ctx: ServeContext) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let (ctx, conn) = (ctx.clone(), conn.clone());
         tokio::spawn(async move {
-            let served = flotilla_protocol::io::answer(&mut send, &mut recv, |req| async move {
-                // The only request that needs the link itself: it pulls packages over it.
-                if req.kind == RequestKind::UPGRADE_AGENT {
-                    upgrade_agent(req, &ctx, &conn).await
-                } else {
-                    dispatch(req, ctx).await
+            let request = match flotilla_protocol::io::read_request(&mut recv).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "unreadable controller request");
+                    return;
                 }
-            })
-            .await;
+            };
+            let (id, kind) = (request.id, request.kind);
+            // A console keeps its stream after the answer: the terminal flows on it.
+            if kind == RequestKind::CONSOLE_OPEN {
+                return serve_console(request, &ctx, send, recv).await;
+            }
+            // The only request that needs the link itself: it pulls packages over it.
+            let result = if kind == RequestKind::UPGRADE_AGENT {
+                upgrade_agent(request, &ctx, &conn).await
+            } else {
+                dispatch(request, ctx).await
+            };
+            let served = flotilla_protocol::io::write_response(&mut send, id, result).await;
             let _ = send.finish();
             if let Err(e) = served {
                 tracing::debug!(error = %e, "controller request failed");
             }
         });
+    }
+}
+
+/// Answers `CONSOLE_OPEN` and, once the shell runs, relays it on the same stream.
+async fn serve_console(request: Request, ctx: &ServeContext, mut send: quinn::SendStream, recv: quinn::RecvStream) {
+    use flotilla_protocol::containers::ConsoleOpen;
+    let opened = match (&ctx.containers, codec::decode_from::<ConsoleOpen>(&request.body)) {
+        (None, _) => Err(RpcError::Unsupported(request.kind.0)),
+        (_, Err(e)) => Err(RpcError::BadRequest(e.to_string())),
+        (Some(containers), Ok(open)) => containers.open_console(&open).await.map_err(|e| e.to_rpc()),
+    };
+    let (result, session) = match opened {
+        Ok(session) => (RpcResult::Ok(vec![]), Some(session)),
+        Err(e) => (RpcResult::Err(e), None),
+    };
+    if flotilla_protocol::io::write_response(&mut send, request.id, result).await.is_err() {
+        return;
+    }
+    match session {
+        Some(session) => session.relay(send, recv).await,
+        None => {
+            let _ = send.finish();
+        }
     }
 }
 
@@ -767,7 +800,8 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
         | RequestKind::CONTAINER_STATUS
         | RequestKind::CONTAINER_LIST
         | RequestKind::SNAPSHOT_LIST
-        | RequestKind::TASK_STATUS => {
+        | RequestKind::TASK_STATUS
+        | RequestKind::CONSOLE_ACCESS => {
             let Some(containers) = ctx.containers else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
             dispatch_containers(&request, containers).await
         }
@@ -801,6 +835,10 @@ async fn dispatch_containers(request: &Request, containers: Arc<ContainersDriver
         RequestKind::CONTAINER_LIST => Ok(answer(containers.list().await)),
         RequestKind::SNAPSHOT_LIST => body::<ContainerQuery>(request).map(|q| answer(containers.snapshots(&q.name))),
         RequestKind::TASK_STATUS => body::<TaskQuery>(request).map(|q| answer(containers.task(&q.upid))),
+        RequestKind::CONSOLE_ACCESS => match body::<ContainerQuery>(request) {
+            Ok(q) => Ok(answer(containers.console_access(&q.name).await)),
+            Err(e) => Err(e),
+        },
         other => Ok(RpcResult::Err(RpcError::Unsupported(other.0))),
     };
     result.unwrap_or_else(|e| e)

@@ -12,7 +12,7 @@ use flotilla_protocol::containers::{ContainerSpec, ContainerState, OsTemplate};
 use tokio::io::AsyncWriteExt;
 
 use super::tasks::TaskHandle;
-use super::{BackendError, ContainerBackend, GuestNetwork, RawUsage};
+use super::{BackendError, ConsoleEntry, ContainerBackend, GuestNetwork, RawUsage};
 
 /// The tools the backend runs; all must be on PATH.
 pub const TOOLS: &[&str] =
@@ -286,16 +286,27 @@ pub(crate) async fn run(
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        // Some lxc tools say nothing on stderr when it is not a terminal.
-        let stderr = match (stderr.trim(), stdout.trim()) {
-            ("", "") => "no error message",
-            ("", out) => out,
-            (err, _) => err,
-        };
-        // The tail has the actual error; templates print pages of progress first.
-        let tail = &stderr[stderr.len().saturating_sub(600)..];
-        let tail = tail.trim_start_matches(|c: char| !c.is_ascii());
-        Err(BackendError::Exit { tool, code: output.status.code(), stderr: tail.to_string() })
+        Err(BackendError::Exit { tool, code: output.status.code(), stderr: failure_text(&stdout, &stderr) })
+    }
+}
+
+/// What a failed tool said: the ends of its stdout and stderr. Templates print their reason on
+/// stdout after pages of progress ("Invalid release …") and lxc-create only a generic line on
+/// stderr, so both count; some tools say nothing on stderr when it is not a terminal.
+fn failure_text(stdout: &str, stderr: &str) -> String {
+    fn tail(text: &str, max: usize) -> &str {
+        let text = text.trim();
+        let mut start = text.len().saturating_sub(max);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        &text[start..]
+    }
+    match (tail(stdout, 400), tail(stderr, 400)) {
+        ("", "") => "no error message".into(),
+        (out, "") => out.into(),
+        ("", err) => err.into(),
+        (out, err) => format!("{err} (output: {out})"),
     }
 }
 
@@ -569,6 +580,37 @@ impl ContainerBackend for LxcBackend {
         let out = run("du", &["-sb", &rootfs], None, Duration::from_secs(120)).await?;
         Ok(out.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0))
     }
+
+    async fn grow_disk(&self, _name: &str, disk_gb: u64, log: &TaskHandle) -> Result<(), BackendError> {
+        // The dir backing store has no quota: the new size is recorded and reported as
+        // disk_max, nothing on the host enforces it.
+        log.log(format!("disk: {disk_gb} GB recorded (the dir backend enforces no quota)"));
+        Ok(())
+    }
+
+    async fn console(&self, name: &str) -> Result<ConsoleEntry, BackendError> {
+        if self.state(name).await? != ContainerState::Running {
+            return Err(BackendError::Invalid(format!("{name} is not running")));
+        }
+        // No command: lxc-attach runs root's shell from the guest's own passwd. A clean
+        // environment keeps the agent's variables out of the guest.
+        let path = self.lxc_path.to_string_lossy().into_owned();
+        let argv = [
+            "lxc-attach",
+            "-P",
+            path.as_str(),
+            "-n",
+            name,
+            "--clear-env",
+            "-v",
+            "TERM=xterm-256color",
+            "-v",
+            "HOME=/root",
+            "-v",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ];
+        Ok(ConsoleEntry::Command(argv.iter().map(|a| a.to_string()).collect()))
+    }
 }
 
 /// A private file holding `text` under `dir` (the snapshot comment `lxc-snapshot -c` reads).
@@ -581,6 +623,19 @@ fn tempfile_in(dir: &Path, text: &str) -> Result<PathBuf, BackendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_says_what_both_streams_ended_with() {
+        assert_eq!(failure_text("", " \n"), "no error message");
+        assert_eq!(failure_text("progress\nInvalid release bookworm\n", ""), "progress\nInvalid release bookworm");
+        assert_eq!(
+            failure_text("Invalid release bookworm\n", "lxc-create: Failed to create container\n"),
+            "lxc-create: Failed to create container (output: Invalid release bookworm)"
+        );
+        // Cut on a character, never inside one.
+        let long = "é".repeat(300);
+        assert_eq!(failure_text("", &long).chars().count(), 200);
+    }
 
     #[test]
     fn parses_lxc_info() {

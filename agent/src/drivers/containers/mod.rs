@@ -1,10 +1,13 @@
 //! Containers (the VPS API's virtual servers): create, start/stop, resize, snapshots and live
-//! status, each change an asynchronous task with a UPID (`tasks`). One backend for now, LXC
-//! (`lxc`); the agent only changes containers it created itself (`agent.db`'s registry), and
+//! status, each change an asynchronous task with a UPID (`tasks`). Two backends behind
+//! [`ContainerBackend`]: LXC's tools (`lxc`) and a Proxmox VE node's REST API (`proxmox`); the
+//! web console runs under a pty of the host (`console`). The agent only changes containers it created itself (`agent.db`'s registry), and
 //! lists the host's others read-only.
 
+pub mod console;
 pub mod lxc;
 pub mod pool;
+pub mod proxmox;
 pub mod stats;
 pub mod tasks;
 #[cfg(test)]
@@ -38,9 +41,9 @@ pub enum BackendSetting {
     Off,
     /// LXC's tools (`lxc-create`, …).
     Lxc,
+    /// The REST API of the Proxmox VE node the agent runs on (`[containers.proxmox]`).
+    Proxmox,
 }
-
-const PROXMOX_LATER: &str = "the Proxmox backend is not available in this build yet";
 
 impl std::str::FromStr for BackendSetting {
     type Err = String;
@@ -48,8 +51,8 @@ impl std::str::FromStr for BackendSetting {
         match s.to_ascii_lowercase().as_str() {
             "off" => Ok(BackendSetting::Off),
             "lxc" => Ok(BackendSetting::Lxc),
-            "proxmox" => Err(PROXMOX_LATER.into()),
-            other => Err(format!("unknown containers backend {other:?}: expected \"lxc\" or \"off\"")),
+            "proxmox" => Ok(BackendSetting::Proxmox),
+            other => Err(format!("unknown containers backend {other:?}: expected \"lxc\", \"proxmox\" or \"off\"")),
         }
     }
 }
@@ -64,7 +67,7 @@ impl<'de> Deserialize<'de> for BackendSetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainersSettings {
-    /// `"lxc"` or `"off"` (default).
+    /// `"lxc"`, `"proxmox"` or `"off"` (default).
     pub backend: BackendSetting,
     /// The bridge guests are attached to; created with `gateway_cidr` if missing.
     pub bridge: String,
@@ -79,6 +82,8 @@ pub struct ContainersSettings {
     pub sample_interval: Duration,
     /// Samples kept per container (the status' history).
     pub samples_kept: usize,
+    /// `[containers.proxmox]`: the Proxmox VE API (needed with `backend = "proxmox"`).
+    pub proxmox: Option<proxmox::ProxmoxSettings>,
 }
 
 impl Default for ContainersSettings {
@@ -91,6 +96,7 @@ impl Default for ContainersSettings {
             lxc_path: PathBuf::from("/var/lib/lxc"),
             sample_interval: Duration::from_secs(10),
             samples_kept: 120,
+            proxmox: None,
         }
     }
 }
@@ -115,6 +121,15 @@ impl ContainersSettings {
         if !self.lxc_path.is_absolute() {
             return Err(format!("lxc_path {} must be absolute", self.lxc_path.display()));
         }
+        match (&self.proxmox, self.backend) {
+            (Some(p), _) => p.validate().map_err(|e| format!("proxmox: {e}"))?,
+            (None, BackendSetting::Proxmox) => {
+                return Err(
+                    "backend \"proxmox\" needs a [containers.proxmox] table (url, token_id, token_secret)".into()
+                )
+            }
+            (None, _) => {}
+        }
         Ok(pool)
     }
 }
@@ -132,6 +147,9 @@ pub enum BackendError {
     Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    /// The Proxmox VE API answered with an error, or a Proxmox task failed.
+    #[error(transparent)]
+    Proxmox(proxmox::client::PveError),
 }
 
 impl BackendError {
@@ -222,6 +240,16 @@ pub struct RawUsage {
     pub ipv4: Option<String>,
 }
 
+/// How a running guest's console is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleEntry {
+    /// A program on this host whose terminal is a root shell in the guest; the agent runs it
+    /// under a pty and relays it over the link.
+    Command(Vec<String>),
+    /// The backend's own web console, already authorised (Proxmox's xterm.js / noVNC page).
+    Url(String),
+}
+
 /// What a container backend does. Long operations log their steps into the task.
 #[async_trait]
 pub trait ContainerBackend: Send + Sync {
@@ -273,6 +301,10 @@ pub trait ContainerBackend: Send + Sync {
     async fn usage(&self, name: &str) -> Result<Option<RawUsage>, BackendError>;
     /// Bytes its root filesystem uses (slow: a tree walk).
     async fn disk_used(&self, name: &str) -> Result<u64, BackendError>;
+    /// How to reach the console of the (running) container.
+    async fn console(&self, name: &str) -> Result<ConsoleEntry, BackendError>;
+    /// Grows its root disk to `disk_gb` (never shrinks: the driver checked).
+    async fn grow_disk(&self, name: &str, disk_gb: u64, log: &TaskHandle) -> Result<(), BackendError>;
 }
 
 /// Container names: `[a-z0-9-]`, 1 to 63 bytes, not starting with `-` (it would read as an
@@ -455,6 +487,13 @@ impl ContainersDriver {
                 probe_lxc(settings, &pool).await?;
                 let backend = Arc::new(lxc::LxcBackend::new(settings.lxc_path.clone()));
                 tracing::info!(cgroups = ?backend.cgroups(), bridge = %settings.bridge, "LXC containers driver started");
+                Ok(Some(Self::with_backend(settings, state, backend)?))
+            }
+            BackendSetting::Proxmox => {
+                let pve =
+                    settings.proxmox.as_ref().ok_or_else(|| ProbeError::Config("no [containers.proxmox]".into()))?;
+                let backend = Arc::new(proxmox::ProxmoxBackend::connect(pve).await.map_err(ProbeError::Config)?);
+                tracing::info!(url = %pve.url, node = %pve.node_name(), "Proxmox VE containers driver started");
                 Ok(Some(Self::with_backend(settings, state, backend)?))
             }
         }
@@ -688,9 +727,7 @@ impl ContainersDriver {
                     b.set_limits(name, cores, memory_mib, running, task).await?;
                 }
                 if let Some(gb) = disk_gb {
-                    // LXC's dir backend has no quota: the new size is recorded and reported as
-                    // disk_max, nothing on the host enforces it.
-                    task.log(format!("disk: {gb} GB recorded (the dir backend enforces no quota)"));
+                    b.grow_disk(name, gb, task).await?;
                 }
                 self.store.update_container_limits(name, cores, memory_mib, disk_gb)?;
             }
