@@ -106,6 +106,9 @@ pub struct VpsConfig {
     /// Origins whose browser pages may call the VPS API (CORS), e.g. where the panel's web UI is
     /// served (default: its development origins, http://localhost:3000 and :5173).
     pub cors_origins: Option<Vec<String>>,
+    /// Base URL the web console page loads xterm.js 5.5 from (an npm CDN or a mirror with the same
+    /// paths; files are pinned by SRI hashes). Default: https://cdn.jsdelivr.net/npm.
+    pub console_assets: Option<String>,
 }
 
 /// `[install]` of `controller.toml`.

@@ -226,6 +226,7 @@ pub async fn run(
             println!("  curl {base}/api/os; curl {base}/api/tariff");
             println!("  curl -X POST {base}/api/server/create -H \"Authorization: Bearer $TOKEN\" {json} -d '{{\"osId\":{os_id},\"tariffId\":{tariff_id}}}'");
             println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/server/1/status");
+            println!("  curl -X POST {base}/api/server/console -H \"Authorization: Bearer $TOKEN\" {json} -d '{{\"serverId\":1}}'   # open its url: a root shell in the guest");
             println!();
         }
         None => println!("Virtual servers: this host cannot run LXC containers (run as root with lxc, lxc-templates and busybox-static installed).\n"),

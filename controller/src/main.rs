@@ -344,6 +344,7 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
                 cors_origins: file.vps.cors_origins.clone().unwrap_or_else(|| {
                     flotilla_controller::api::vps::DEFAULT_CORS_ORIGINS.iter().map(|o| o.to_string()).collect()
                 }),
+                console_assets: file.vps.console_assets.clone(),
                 // Checked by server::start, which can refuse to start.
                 alerts: flotilla_controller::vps_alerts::AlertThresholds {
                     cpu: file.vps.alert_cpu.unwrap_or(defaults.cpu),

@@ -242,6 +242,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         vps: Arc::new(settings.vps.clone()),
         vps_alerts,
         mailer,
+        vps_consoles: Default::default(),
     };
     let app = api::app(state.clone(), base_path.as_deref());
     // Socket.IO wraps the whole app: its layer answers /socket.io (and {base_path}/socket.io).

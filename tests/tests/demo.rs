@@ -126,7 +126,7 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     // Three more with WireGuard on this host (install, client, data).
     let wireguard_lines = if text.contains("WireGuard, the CandyPanel API") { 3 } else { 0 };
     // Three with containers on this host (catalogs, create, status).
-    let vps_lines = if text.contains("Virtual servers, the VPS API") { 3 } else { 0 };
+    let vps_lines = if text.contains("Virtual servers, the VPS API") { 4 } else { 0 };
     let curls = banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count();
     assert_eq!(curls, 7 + wireguard_lines + vps_lines, "{text}");
     let (user, password) = login(&banner);
@@ -333,6 +333,11 @@ fn demo_vps_example_creates_a_running_server() {
     });
     assert!(status["ipAddress"].as_str().unwrap().starts_with("10.203.0."), "{status}");
     assert_eq!(status["os"]["name"], "BusyBox");
+    let console = run(&format!("{token}\n{}", example("/api/server/console")));
+    assert!(
+        console["status"] == "success" && console["url"].as_str().is_some_and(|u| u.contains("/vps-console/")),
+        "{console}"
+    );
     assert!(demo.interrupt().success(), "Ctrl-C exits with status 0");
 }
 

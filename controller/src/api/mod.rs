@@ -43,6 +43,8 @@ pub struct AppState {
     pub vps_alerts: crate::vps_alerts::AlertHub,
     /// Outgoing e-mail (server ready, critical alerts; `notify` for anything else).
     pub mailer: Arc<crate::email::Mailer>,
+    /// Console URLs of the VPS API handed out and not used yet.
+    pub vps_consoles: Arc<vps::console::ConsoleTickets>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under

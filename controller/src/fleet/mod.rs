@@ -247,14 +247,14 @@ impl Fleet {
         Ok(existed)
     }
 
-    /// Sends one request to a node's agent and waits for the answer.
-    pub async fn call(
+    /// The node's current connection and a request to send on it.
+    fn prepare(
         &self,
         node: NodeId,
         kind: RequestKind,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, FleetError> {
+    ) -> Result<(quinn::Connection, Request), FleetError> {
         let conn = self
             .lock()
             .get(&node)
@@ -266,6 +266,18 @@ impl Fleet {
             kind,
             body,
         };
+        Ok((conn, request))
+    }
+
+    /// Sends one request to a node's agent and waits for the answer.
+    pub async fn call(
+        &self,
+        node: NodeId,
+        kind: RequestKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, FleetError> {
+        let (conn, request) = self.prepare(node, kind, body, timeout)?;
         let call = async {
             let (mut send, mut recv) =
                 conn.open_bi().await.map_err(|e| FleetError::Call { node, error: e.to_string() })?;
@@ -277,6 +289,28 @@ impl Fleet {
             })
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| FleetError::Timeout(node))?
+    }
+
+    /// Opens a stream to a node's agent with a request that keeps it (a console): once the
+    /// agent has answered, the stream is the caller's, both halves.
+    pub async fn open_stream(
+        &self,
+        node: NodeId,
+        kind: RequestKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), FleetError> {
+        let (conn, request) = self.prepare(node, kind, body, timeout)?;
+        let open = async {
+            let (mut send, mut recv) =
+                conn.open_bi().await.map_err(|e| FleetError::Call { node, error: e.to_string() })?;
+            flotilla_protocol::io::call(&mut send, &mut recv, request).await.map_err(|e| match e {
+                flotilla_protocol::io::CallError::Rpc(error) => FleetError::Rpc { node, error },
+                other => FleetError::Call { node, error: other.to_string() },
+            })?;
+            Ok((send, recv))
+        };
+        tokio::time::timeout(timeout, open).await.map_err(|_| FleetError::Timeout(node))?
     }
 
     /// Registers a new session of `node`, closing any older one. Returns the session id.

@@ -8,6 +8,7 @@
 
 pub(crate) mod auth;
 pub mod catalog;
+pub mod console;
 pub(crate) mod openapi;
 pub(crate) mod servers;
 pub mod socketio;
@@ -35,7 +36,13 @@ pub struct VpsSettings {
     pub alerts: crate::vps_alerts::AlertThresholds,
     /// Origins allowed to call the API from a browser (CORS).
     pub cors_origins: Vec<String>,
+    /// Where the console page loads xterm.js from (an npm CDN's base URL); `None`:
+    /// [`DEFAULT_CONSOLE_ASSETS`].
+    pub console_assets: Option<String>,
 }
+
+/// The npm CDN the console page loads xterm.js from by default (pinned by SRI hashes).
+pub const DEFAULT_CONSOLE_ASSETS: &str = "https://cdn.jsdelivr.net/npm";
 
 /// Where the panel's web UI runs in development (its Vite and CRA servers).
 pub const DEFAULT_CORS_ORIGINS: &[&str] = &["http://localhost:3000", "http://localhost:5173"];
@@ -79,11 +86,18 @@ pub fn router() -> Router<AppState> {
             get(servers::snapshots).post(servers::snapshot_create).delete(servers::snapshot_delete),
         )
         .route("/api/server/{id}/snapshots/rollback", post(servers::snapshot_rollback))
+        .route("/api/server/console", post(console::by_vmid))
+        .route("/api/proxmox/console", post(console::by_server_id))
+        .route("/api/server/{id}/console", get(console::by_path))
+        .route(&format!("{}/{{ticket}}", console::PAGE_PATH), get(console::page))
+        .route(&format!("{}/{{ticket}}/ws", console::PAGE_PATH), get(console::socket))
 }
 
 /// Whether `path` belongs to this family (for the shared fallbacks).
 pub fn is_vps_path(path: &str) -> bool {
-    ["/api/server", "/api/os", "/api/tariff", "/api/auth/"].iter().any(|p| path.starts_with(p))
+    ["/api/server", "/api/os", "/api/tariff", "/api/auth/", "/api/proxmox/", console::PAGE_PATH]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 /// Errors of this family: `{"error": "…", "message": "…"}`.

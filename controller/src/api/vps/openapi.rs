@@ -346,7 +346,7 @@ pub const ROUTES: &[Route] = &[
             (400, "task UPID:… failed: …"),
             NO_TOKEN,
             NO_SERVER,
-            (409, "vps-1-3fa2c1 is stopped: start it to set the password"),
+            (409, "server 1 is stopped: start it to change its password"),
             (503, "task UPID:… still runs; follow it at /api/server/tasks/UPID:…"),
         ],
     ),
@@ -410,7 +410,45 @@ pub const ROUTES: &[Route] = &[
         || task_started("vzrollback", json!({})),
         &[(400, "snapname: 1 to 40 letters, digits, '_' or '-'"), NO_TOKEN, NO_SERVER, NO_SNAPSHOT, OFFLINE],
     ),
+    route(
+        "post",
+        "/api/server/console",
+        "vps_console",
+        "Web console URL (short-lived, single use); `vmid` is the Proxmox-style id (100 + id)",
+        Bearer,
+        Some(r#"{"vmid": 101}"#),
+        console_url,
+        CONSOLE_ERRORS,
+    ),
+    route(
+        "post",
+        "/api/proxmox/console",
+        "vps_console_by_id",
+        "Web console URL, as the panel's web UI asks for it (`vmid` carries the server's id)",
+        Bearer,
+        Some(r#"{"vmid": 1}"#),
+        console_url,
+        CONSOLE_ERRORS,
+    ),
+    route(
+        "get",
+        "/api/server/{id}/console",
+        "vps_console_by_path",
+        "Web console URL of server `id`",
+        Bearer,
+        None,
+        console_url,
+        CONSOLE_ERRORS,
+    ),
 ];
+
+/// A console URL: a terminal page of the controller, or a Proxmox node's own console.
+fn console_url() -> Value {
+    json!({ "status": "success", "url": "https://panel.example.com/vps-console/3f9c…", "expiresIn": 60 })
+}
+
+const CONSOLE_ERRORS: &[(u16, &str)] =
+    &[(400, "give vmid (or serverId)"), NO_TOKEN, NO_SERVER, (409, "server 1 is stopped: start it first"), OFFLINE];
 
 /// What an error status means on route `r`.
 fn error_description(r: &Route, status: u16) -> &'static str {

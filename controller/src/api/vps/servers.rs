@@ -70,7 +70,7 @@ pub fn server_json(
 }
 
 /// The caller's server `id` (others' are not found).
-async fn owned(state: &AppState, user: &Customer, raw: &str) -> Result<ServerRecord, VpsError> {
+pub(super) async fn owned(state: &AppState, user: &Customer, raw: &str) -> Result<ServerRecord, VpsError> {
     let id = path_id(raw, "id")?;
     let store = state.store.clone();
     let server = blocking(move || store.server(id)).await?;
@@ -79,7 +79,7 @@ async fn owned(state: &AppState, user: &Customer, raw: &str) -> Result<ServerRec
         .ok_or_else(|| VpsError::not_found(format!("server {id} not found")))
 }
 
-fn node_of(server: &ServerRecord) -> Result<NodeId, VpsError> {
+pub(super) fn node_of(server: &ServerRecord) -> Result<NodeId, VpsError> {
     server
         .node_id
         .ok_or_else(|| VpsError::conflict(format!("server {} has no node any more (the node was deleted)", server.id)))
@@ -87,7 +87,7 @@ fn node_of(server: &ServerRecord) -> Result<NodeId, VpsError> {
 
 /// A fleet failure as this family's error: the node's refusal is the caller's problem (400/409),
 /// an unreachable node a 503.
-fn call_error(e: FleetError) -> VpsError {
+pub(super) fn call_error(e: FleetError) -> VpsError {
     match e {
         FleetError::Rpc { error: RpcError::BadRequest(m), .. } => VpsError::bad(m),
         FleetError::Rpc { error: RpcError::Refused(m), .. } => VpsError::conflict(m),
@@ -102,7 +102,7 @@ fn call_error(e: FleetError) -> VpsError {
 }
 
 /// One call to a node's containers driver.
-async fn call<T: serde::Serialize, A: serde::de::DeserializeOwned>(
+pub(super) async fn call<T: serde::Serialize, A: serde::de::DeserializeOwned>(
     state: &AppState,
     node: NodeId,
     kind: RequestKind,
@@ -532,6 +532,14 @@ pub async fn password(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, VpsError> {
     let server = owned(&state, &user, &raw).await?;
+    // The password is set by a command inside the guest: a stopped one cannot take it.
+    if server.status != ServerStatus::Running {
+        return Err(VpsError::conflict(format!(
+            "server {} is {}: start it to change its password",
+            server.id,
+            server.status.as_str()
+        )));
+    }
     let node = node_of(&server)?;
     let password = generate_password();
     let upid = act(&state, &user, &server, ContainerOp::SetPassword { password: password.clone() }).await?;
