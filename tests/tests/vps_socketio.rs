@@ -13,58 +13,13 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use flotilla_tests::harness::{wait_for, Fleet, BASE_PATH};
+use flotilla_tests::socketio::socket_io_client;
 use flotilla_tests::vps::{self, add_user, in_guest, Cleanup, Vps};
 use serde_json::{json, Value};
 
 /// The test's JS client.
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/vps-socket.mjs")
-}
-
-/// Runs `cmd`, killing it after `limit`; returns whether it succeeded and its stderr.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(), String> {
-    let mut child =
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            return if status.success() { Ok(()) } else { Err(format!("{cmd:?}: {status}: {err}")) };
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{cmd:?} took longer than {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A directory whose `node_modules` holds `socket.io-client@4`, installed on first use into a
-/// cache outside the repository (later runs reuse it).
-fn socket_io_client() -> Result<PathBuf, String> {
-    for tool in ["node", "npm"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-        if !found {
-            return Err(format!("`{tool}` not installed (apt-get install -y nodejs npm)"));
-        }
-    }
-    let home = std::env::var_os("HOME").ok_or("no $HOME for the npm cache dir")?;
-    let dir = PathBuf::from(home).join(".cache/flotilla/node");
-    if dir.join("node_modules/socket.io-client/package.json").exists() {
-        return Ok(dir);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut npm = Command::new("npm");
-    npm.args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-        .arg(&dir)
-        .arg("socket.io-client@4");
-    run_bounded(npm, Duration::from_secs(300)).map_err(|e| format!("npm install socket.io-client@4: {e}"))?;
-    Ok(dir)
 }
 
 /// How a client presents its token.
@@ -191,16 +146,11 @@ fn a_socket_io_client_gets_its_servers_stats_and_alerts() {
     let bob = Vps::login(&fleet.api, "bob", "bob-password-1");
     let carol = Vps::login(&fleet.api, "carol", "carol-password-1");
 
-    let os = admin.expect("POST", "/api/os", Some(&json!({ "name": "BusyBox", "template": "busybox" })), 201);
-    let tariff = json!({ "name": "Tiny", "cores": 1, "memory": 256, "disk": 1, "price": 100 });
-    let tariff = admin.expect("POST", "/api/tariff", Some(&tariff), 201);
-    let order = json!({ "osId": os["id"], "tariffId": tariff["id"] });
-    let created = bob.expect("POST", "/api/server/create", Some(&order), 201);
-    let id = created["id"].as_i64().expect("id");
-    let server = bob.expect("GET", &format!("/api/server/{id}"), None, 200);
-    let name = server["container"].as_str().expect("container").to_string();
+    let (os, tariff) = vps::busybox_catalog(&admin);
+    let order = vps::Order::place(&bob, os, tariff);
+    let (id, name) = (order.id, order.container.clone());
     let _cleanup = Cleanup { ns: ns.clone(), names: vec![name.clone()] };
-    bob.task_ok(created["taskId"].as_str().expect("taskId"), Duration::from_secs(120));
+    order.wait_running(&bob, Duration::from_secs(120));
     wait_for("the server running", Duration::from_secs(60), || {
         let s = bob.expect("GET", &format!("/api/server/{id}/status"), None, 200);
         (s["status"] == "running" && s["stats"]["data"]["memory"]["used"].as_u64() > Some(0)).then_some(())

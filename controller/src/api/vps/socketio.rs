@@ -8,9 +8,10 @@
 //! * `subscribe-server` (the server id, a number or numeric string) joins room `server-{id}`
 //!   when the caller may see the server (its owner, an administrator) and answers at once with
 //!   its `server-stats`; otherwise an `error` event `{message}`. `unsubscribe-server` leaves.
-//! * Every samples report of a node pushes `server-stats` `{serverId, stats: {status, data}}` to
-//!   the rooms of its servers, and `server-alerts` `{serverId, alerts}` when a metric passes its
-//!   threshold (see [`crate::vps_alerts`]).
+//! * Every samples report of a node pushes `server-stats` `{serverId, sampledAt, stats: {status,
+//!   data}}` (`sampledAt`: Unix ms of the agent's sample) to the rooms of its servers, and
+//!   `server-alerts` `{serverId, alerts}` when a metric passes its threshold (see
+//!   [`crate::vps_alerts`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ const RRD_POINTS: usize = 60;
 const SERVER_CACHE_TTL: Duration = Duration::from_secs(30);
 /// How long a subscribe waits for the node's live status before answering from what is known.
 const LIVE_CALL: Duration = Duration::from_secs(5);
+/// How long a node's live status answers further subscribes to the same server: a panel opened
+/// by many viewers at once asks the node once, not once per viewer.
+const LIVE_FRESH: Duration = Duration::from_secs(2);
 
 /// Why a connection is refused; the text is the client's `connect_error` message.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,8 @@ impl Live {
 struct Shared {
     state: AppState,
     live: Mutex<HashMap<i64, Live>>,
+    /// The nodes' recent live statuses per container; one call in flight per container.
+    statuses: Mutex<HashMap<(NodeId, String), Arc<tokio::sync::Mutex<Option<(Instant, ContainerStatus)>>>>>,
 }
 
 impl Shared {
@@ -118,7 +124,7 @@ impl Shared {
 /// `{base_path}/socket.io` (one engine per path: a socketioxide layer answers a single path;
 /// both get every push). Starts the task that pushes stats and alerts; it ends when aborted.
 pub fn attach(state: AppState, router: Router, base_path: Option<&str>) -> (Router, tokio::task::JoinHandle<()>) {
-    let shared = Arc::new(Shared { state, live: Mutex::new(HashMap::new()) });
+    let shared = Arc::new(Shared { state, live: Mutex::new(HashMap::new()), statuses: Mutex::new(HashMap::new()) });
     let mut paths = vec![PATH.to_string()];
     paths.extend(base_path.map(|prefix| format!("{prefix}{PATH}")));
     let mut router = router;
@@ -305,11 +311,29 @@ async fn snapshot(shared: &Shared, server: &ServerRecord) -> Value {
     })
 }
 
-/// The container's status from its node, if it answers within [`LIVE_CALL`].
+/// The container's status from its node, if it answers within [`LIVE_CALL`]; an answer younger
+/// than [`LIVE_FRESH`] is reused, and concurrent subscribes wait for the one call in flight.
 async fn live_status(shared: &Shared, node: NodeId, container: &str) -> Option<ContainerStatus> {
+    let slot = {
+        let mut statuses = shared.statuses.lock().unwrap_or_else(|e| e.into_inner());
+        statuses.retain(|_, slot| {
+            slot.try_lock().map_or(true, |s| s.as_ref().is_some_and(|(at, _)| at.elapsed() < LIVE_FRESH))
+        });
+        statuses.entry((node, container.to_string())).or_default().clone()
+    };
+    let mut slot = slot.lock().await;
+    if let Some((at, status)) = slot.as_ref() {
+        if at.elapsed() < LIVE_FRESH {
+            return Some(status.clone());
+        }
+    }
     let body = codec::encode_body(&ContainerQuery { name: container.to_string() }).ok()?;
     match shared.state.fleet.call(node, RequestKind::CONTAINER_STATUS, body, LIVE_CALL).await {
-        Ok(answer) => codec::decode_from(&answer).ok(),
+        Ok(answer) => {
+            let status: ContainerStatus = codec::decode_from(&answer).ok()?;
+            *slot = Some((Instant::now(), status.clone()));
+            Some(status)
+        }
         Err(e) => {
             tracing::debug!(%node, container, error = %e, "socket.io: no live status");
             None
@@ -425,7 +449,13 @@ async fn push(shared: Arc<Shared>, ios: Vec<SocketIo>, mut events: tokio::sync::
                     let points = recorded(&shared, server.id).await;
                     let data =
                         stats_data(&server, state_name(*state), live.uptime(), sample, mem_max, disk_max, &points);
-                    let payload = json!({ "serverId": server.id, "stats": { "status": "success", "data": data } });
+                    // `sampledAt`: Unix ms of the agent's sample, so clients (and the fan-out
+                    // benchmark) can tell how old a push is; the original UI ignores it.
+                    let payload = json!({
+                        "serverId": server.id,
+                        "sampledAt": sample.time_ms,
+                        "stats": { "status": "success", "data": data },
+                    });
                     for io in &ios {
                         if let Err(e) = io.to(room(server.id)).emit("server-stats", &payload).await {
                             tracing::debug!(error = %e, "socket.io: stats not sent");
