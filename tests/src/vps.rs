@@ -163,3 +163,48 @@ impl Drop for Cleanup {
         destroy(self.ns.as_deref(), &self.names);
     }
 }
+
+/// The catalog most tests order from: a BusyBox OS and a tiny tariff (1 core, 256 MB, 1 GB),
+/// added by `admin`. Returns their ids.
+pub fn busybox_catalog(admin: &Vps) -> (i64, i64) {
+    let os = admin.expect("POST", "/api/os", Some(&json!({ "name": "BusyBox", "template": "busybox" })), 201);
+    let tariff = json!({ "name": "Tiny", "cores": 1, "memory": 256, "disk": 1, "price": 100 });
+    let tariff = admin.expect("POST", "/api/tariff", Some(&tariff), 201);
+    (os["id"].as_i64().expect("os id"), tariff["id"].as_i64().expect("tariff id"))
+}
+
+/// A server just ordered with `POST /api/server/create` (its container is still being made).
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub id: i64,
+    /// Its container on the node.
+    pub container: String,
+    /// The root password shown once.
+    pub password: String,
+    /// The create task's UPID.
+    pub task: String,
+}
+
+impl Order {
+    /// Orders a server of OS `os` and tariff `tariff` as `user`.
+    pub fn place(user: &Vps, os: i64, tariff: i64) -> Order {
+        let created = user.expect("POST", "/api/server/create", Some(&json!({ "osId": os, "tariffId": tariff })), 201);
+        let id = created["id"].as_i64().expect("id");
+        let server = user.expect("GET", &format!("/api/server/{id}"), None, 200);
+        Order {
+            id,
+            container: server["container"].as_str().expect("container").to_string(),
+            password: created["rootPassword"].as_str().expect("rootPassword").to_string(),
+            task: created["taskId"].as_str().expect("taskId").to_string(),
+        }
+    }
+
+    /// Waits for the create task and for `/status` to say running with an address; returns it.
+    pub fn wait_running(&self, user: &Vps, limit: Duration) -> Value {
+        user.task_ok(&self.task, limit);
+        wait_for("the server running with an address", limit, || {
+            let s = user.expect("GET", &format!("/api/server/{}/status", self.id), None, 200);
+            (s["status"] == "running" && s["ipAddress"].is_string()).then_some(s)
+        })
+    }
+}

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use flotilla_tests::harness::{wait_for, Fleet};
 use flotilla_tests::vps::{self, Cleanup, Vps};
-use serde_json::json;
 
 /// A Python with aiosmtpd, in a venv under ~/.cache/flotilla (created once).
 fn smtp_python() -> Result<PathBuf, String> {
@@ -114,22 +113,13 @@ fn the_owner_is_mailed_when_the_server_is_ready_even_if_smtp_was_down_at_first()
     let admin = Vps::login(&fleet.api, "admin", &fleet.api.password.clone());
     vps::add_user(&fleet, "bob", "bob-password-1", Some("bob@example.com"));
     let bob = Vps::login(&fleet.api, "bob", "bob-password-1");
-    let os = admin.expect("POST", "/api/os", Some(&json!({ "name": "BusyBox", "template": "busybox" })), 201);
-    let tariff = json!({ "name": "Tiny", "cores": 1, "memory": 256, "disk": 1, "price": 100 });
-    let tariff = admin.expect("POST", "/api/tariff", Some(&tariff), 201);
+    let (os, tariff) = vps::busybox_catalog(&admin);
 
-    let order = json!({ "osId": os["id"], "tariffId": tariff["id"] });
-    let created = bob.expect("POST", "/api/server/create", Some(&order), 201);
-    let id = created["id"].as_i64().expect("id");
-    let upid = created["taskId"].as_str().expect("taskId").to_string();
-    let server = bob.expect("GET", &format!("/api/server/{id}"), None, 200);
-    let name = server["container"].as_str().expect("container").to_string();
-    let _cleanup = Cleanup { ns: ns.clone(), names: vec![name] };
-    bob.task_ok(&upid, Duration::from_secs(120));
-    let address = wait_for("the server's address", Duration::from_secs(60), || {
-        let s = bob.expect("GET", &format!("/api/server/{id}/status"), None, 200);
-        s["ipAddress"].as_str().map(str::to_string)
-    });
+    let order = vps::Order::place(&bob, os, tariff);
+    let id = order.id;
+    let _cleanup = Cleanup { ns: ns.clone(), names: vec![order.container.clone()] };
+    let address =
+        order.wait_running(&bob, Duration::from_secs(120))["ipAddress"].as_str().expect("address").to_string();
     eprintln!("server {id} at {address}; SMTP sink still down");
 
     // The mailer has tried and failed by now (connection refused); the sink comes up and a retry
