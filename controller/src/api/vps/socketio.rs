@@ -94,8 +94,11 @@ struct Shared {
     state: AppState,
     live: Mutex<HashMap<i64, Live>>,
     /// The nodes' recent live statuses per container; one call in flight per container.
-    statuses: Mutex<HashMap<(NodeId, String), Arc<tokio::sync::Mutex<Option<(Instant, ContainerStatus)>>>>>,
+    statuses: Mutex<HashMap<(NodeId, String), StatusSlot>>,
 }
+
+/// A container's latest live status and when it came; locked while a call for it is in flight.
+type StatusSlot = Arc<tokio::sync::Mutex<Option<(Instant, ContainerStatus)>>>;
 
 impl Shared {
     /// Records a sample of server `id`; returns it with its uptime bookkeeping.
