@@ -106,6 +106,9 @@ pub struct ProxmoxSettings {
     pub console_user: Option<String>,
     /// Its password.
     pub console_password_file: Option<PathBuf>,
+    /// Proxmox's container tool on this node (default `/usr/sbin/pct`): root password changes
+    /// run `pct exec VMID -- chpasswd`, since the API sets the password only at create.
+    pub pct: PathBuf,
 }
 
 impl Default for ProxmoxSettings {
@@ -125,6 +128,7 @@ impl Default for ProxmoxSettings {
             console_url: None,
             console_user: None,
             console_password_file: None,
+            pct: PathBuf::from("/usr/sbin/pct"),
         }
     }
 }
@@ -147,6 +151,7 @@ impl std::fmt::Debug for ProxmoxSettings {
             .field("console_url", &self.console_url)
             .field("console_user", &self.console_user)
             .field("console_password_file", &self.console_password_file)
+            .field("pct", &self.pct)
             .finish()
     }
 }
@@ -352,6 +357,9 @@ impl std::fmt::Debug for ProxmoxBackend {
         f.debug_struct("ProxmoxBackend").field("api", &self.api).field("node", &self.node).finish()
     }
 }
+
+/// How long `pct exec … chpasswd` may take.
+const PCT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn password_digest(name: &str, password: &str) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -665,17 +673,48 @@ impl ContainerBackend for ProxmoxBackend {
 
     async fn set_password(&self, name: &str, password: &str, log: &TaskHandle) -> Result<(), BackendError> {
         let digest = password_digest(name, password);
-        let mut set_at_create = self.create_passwords.lock().unwrap_or_else(|p| p.into_inner());
-        if set_at_create.get(name) == Some(&digest) {
-            set_at_create.remove(name);
+        let set_at_create = {
+            let mut created = self.create_passwords.lock().unwrap_or_else(|p| p.into_inner());
+            created.get(name) == Some(&digest) && created.remove(name).is_some()
+        };
+        if set_at_create {
             log.log("root password: set by Proxmox at create");
             return Ok(());
         }
-        Err(BackendError::Invalid(
-            "the Proxmox VE backend cannot change the root password of an existing CT (Proxmox's API sets it \
-             only at create): change it inside the guest (console, passwd)"
-                .into(),
-        ))
+        // The API has no call for it; the agent runs on the node, where `pct exec` reaches
+        // the guest (as `lxc-attach` does for the LXC backend).
+        let pct = &self.settings.pct;
+        if !pct.is_file() {
+            return Err(BackendError::Invalid(format!(
+                "{} not found: the Proxmox VE backend changes root passwords with `pct exec` on the node (set \
+                 [containers.proxmox] pct), or change it inside the guest (console, passwd)",
+                pct.display()
+            )));
+        }
+        let vmid = self.vmid(name).await?.to_string();
+        log.log(format!("pct exec {vmid} -- chpasswd"));
+        let mut child = tokio::process::Command::new(pct)
+            .args(["exec", vmid.as_str(), "--", "chpasswd"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BackendError::Spawn { tool: "pct", source })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // A guest without chpasswd closes the pipe early; the exit status tells.
+            let _ = stdin.write_all(format!("root:{password}\n").as_bytes()).await;
+        }
+        let out = tokio::time::timeout(PCT_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| BackendError::Timeout { tool: "pct", secs: PCT_TIMEOUT.as_secs() })?
+            .map_err(|source| BackendError::Spawn { tool: "pct", source })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(BackendError::Exit { tool: "pct", code: out.status.code(), stderr });
+        }
+        Ok(())
     }
 
     async fn set_limits(

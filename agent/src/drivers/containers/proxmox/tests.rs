@@ -49,7 +49,10 @@ fn store() -> (tempfile::TempDir, StateStore) {
 
 /// A driver on the fake, polling tasks often (the fake's tasks take 40 ms).
 async fn driver(fake: &FakePve, store: &StateStore) -> Arc<ContainersDriver> {
-    let pve = pve_settings(fake);
+    driver_with(store, pve_settings(fake)).await
+}
+
+async fn driver_with(store: &StateStore, pve: ProxmoxSettings) -> Arc<ContainersDriver> {
     let mut backend = ProxmoxBackend::connect(&pve).await.unwrap();
     backend.api.set_poll_interval(Duration::from_millis(10));
     ContainersDriver::with_backend(&settings(pve), store.clone(), Arc::new(backend)).unwrap()
@@ -111,7 +114,11 @@ async fn handle(store: &StateStore, container: &str) -> TaskHandle {
 async fn lifecycle_through_the_driver() {
     let fake = FakePve::start(NODE, TOKEN_ID, SECRET).await;
     let (_dir, s) = store();
-    let driver = driver(&fake, &s).await;
+    // Proxmox's `pct` cannot exist on this machine: a stand-in script, written later, records
+    // what the backend runs.
+    let pct_dir = tempfile::tempdir().unwrap();
+    let (pct, seen) = (pct_dir.path().join("pct"), pct_dir.path().join("seen"));
+    let driver = driver_with(&s, ProxmoxSettings { pct: pct.clone(), ..pve_settings(&fake) }).await;
     let name = "vps-3-a1b2c3";
 
     // Create: template, disk, limits, password and tag in the create; the network after.
@@ -168,9 +175,14 @@ async fn lifecycle_through_the_driver() {
     let status = driver.status(name).await.unwrap();
     assert_eq!((status.cores, status.mem_max), (2, 1024 << 20));
 
-    // The password is Proxmox's at create only: a change is refused, plainly.
+    // Later passwords go through `pct exec` on the node: without pct, refused plainly; with it
+    // (a stand-in script here: Proxmox's tool cannot exist on this machine), chpasswd in the CT.
     let refused = run(&driver, name, ContainerOp::SetPassword { password: "second-pass".into() }).await;
-    assert!(error_of(&refused).contains("cannot change the root password"), "{refused:?}");
+    assert!(error_of(&refused).contains("pct exec"), "{refused:?}");
+    std::fs::write(&pct, format!("#!/bin/sh\necho \"$@\" > {0}\ncat >> {0}\n", seen.display())).unwrap();
+    std::fs::set_permissions(&pct, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(&driver, name, ContainerOp::SetPassword { password: "second-pass".into() }).await;
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "exec 100 -- chpasswd\nroot:second-pass\n");
 
     // Snapshot, a config change, rollback: the registry's limits come back, running again.
     ok(&driver, name, ContainerOp::SnapshotCreate { name: "before".into(), description: "clean".into() }).await;
