@@ -103,7 +103,7 @@ pub async fn me(user: Customer, State(state): State<AppState>) -> Result<Json<Va
     })
     .await?;
     let email = account.and_then(|(_, e)| e);
-    let servers: Vec<Value> = servers.iter().map(|s| server_json(&state, s, &catalogs.0, &catalogs.1, false)).collect();
+    let servers: Vec<Value> = servers.iter().map(|s| server_json(&state, s, &catalogs.0, &catalogs.1)).collect();
     Ok(Json(json!({
         "user": {
             "id": user.id,

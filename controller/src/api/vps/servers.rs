@@ -32,13 +32,7 @@ const TASK_WAIT: Duration = Duration::from_secs(60);
 
 /// A server as the panel lists it: the row, its `os` and `tariff`, the address as both
 /// `ipAddress` (the document) and `ip` (what one version of the web UI reads).
-pub fn server_json(
-    state: &AppState,
-    s: &ServerRecord,
-    os: &[OsRecord],
-    tariffs: &[TariffRecord],
-    _full: bool,
-) -> Value {
+pub fn server_json(state: &AppState, s: &ServerRecord, os: &[OsRecord], tariffs: &[TariffRecord]) -> Value {
     let os = os.iter().find(|o| o.id == s.os_id).map(os_json).unwrap_or(Value::Null);
     let tariff = tariffs.iter().find(|t| t.id == s.tariff_id).map(tariff_json).unwrap_or(Value::Null);
     let node = s.node_id.map(|n| state.fleet.live(n).connected);
@@ -179,7 +173,7 @@ pub async fn list(user: Customer, State(state): State<AppState>) -> Result<Json<
     let scope = user.scope();
     let servers = blocking(move || store.servers(scope)).await?;
     let (os, tariffs) = catalogs(&state).await?;
-    Ok(Json(servers.iter().map(|s| server_json(&state, s, &os, &tariffs, false)).collect()))
+    Ok(Json(servers.iter().map(|s| server_json(&state, s, &os, &tariffs)).collect()))
 }
 
 pub async fn get_one(
@@ -189,7 +183,7 @@ pub async fn get_one(
 ) -> Result<Json<Value>, VpsError> {
     let server = owned(&state, &user, &raw).await?;
     let (os, tariffs) = catalogs(&state).await?;
-    Ok(Json(server_json(&state, &server, &os, &tariffs, true)))
+    Ok(Json(server_json(&state, &server, &os, &tariffs)))
 }
 
 fn percent(used: u64, max: u64) -> f64 {
@@ -312,7 +306,7 @@ pub async fn status(
             })
         }
     };
-    let mut body = server_json(&state, &server, &os, &tariffs, true);
+    let mut body = server_json(&state, &server, &os, &tariffs);
     body["stats"] = stats;
     Ok(Json(body))
 }
