@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// `[install]`: the one-line node install.
     #[serde(default)]
     pub install: InstallConfig,
+    /// `[external_api]`.
+    #[serde(default)]
+    pub external_api: ExternalApiConfig,
     /// `[vps]`.
     #[serde(default)]
     pub vps: VpsConfig,
@@ -82,6 +85,21 @@ impl std::fmt::Debug for EmailConfig {
             .field("alert_interval", &self.alert_interval)
             .finish()
     }
+}
+
+/// `[external_api]` of `controller.toml`: the Panelica-style external API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalApiConfig {
+    /// Largest request body in bytes (default 10 MiB); bodies are buffered whole to check
+    /// their signature.
+    pub body_limit: Option<usize>,
+    /// Refuse a POST/PUT/PATCH/DELETE whose signature was already used within the 5-minute
+    /// timestamp window (default true). GETs are never refused as replays.
+    pub refuse_replays: Option<bool>,
+    /// Serve the external API on a listener of its own too (e.g. "127.0.0.1:3002", the
+    /// original's port): `/v1/…` and `/health` at the root as well as under `/api/external`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[vps]` of `controller.toml`.

@@ -139,6 +139,10 @@ enum Command {
     /// the controller's user). The same as POST /api/os and /api/tariff.
     #[command(subcommand)]
     Vps(VpsCommand),
+    /// API keys of the external (Panelica-style) API, at /api/external/v1/ (works while `serve`
+    /// or `demo` runs; run it as the controller's user). The secret is printed once.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     /// Check the configuration file and exit: 0 when `serve` can start with it, 2 when not (with
     /// the reason). systemd runs it before starting and before reloading the service.
     CheckConfig,
@@ -172,6 +176,42 @@ enum NodeCommand {
     List,
     /// Delete a node; a running controller drops its link within 30 s (the HTTP API does it at once).
     Remove { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key and print it with its secret (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated `resource:action` scopes, `*:*` for everything (needed to manage
+        /// keys through the API).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// starter (60/min), professional (300/min), business (1000/min) or enterprise
+        /// (unlimited).
+        #[arg(long, default_value = "professional")]
+        tier: String,
+        /// The user the key acts for [default: the first administrator].
+        #[arg(long)]
+        user: Option<String>,
+        /// live or test (`pk_test_…`).
+        #[arg(long, default_value = "live")]
+        environment: String,
+        /// Days until it expires [default: never].
+        #[arg(long)]
+        expires_in: Option<u32>,
+        /// An address or CIDR block it may be used from (repeat) [default: anywhere].
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        /// Print JSON (`public_key`, `secret_key`, …) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Delete a key (it stops working at once).
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,6 +376,11 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
         install: flotilla_controller::api::install::InstallSettings {
             agent_package: file.install.agent_package.clone(),
         },
+        external: flotilla_controller::api::panelica::ExternalApiSettings {
+            body_limit: file.external_api.body_limit.unwrap_or(10 * 1024 * 1024),
+            refuse_replays: file.external_api.refuse_replays.unwrap_or(true),
+            listen: file.external_api.listen,
+        },
         vps: {
             let defaults = flotilla_controller::vps_alerts::AlertThresholds::default();
             flotilla_controller::api::vps::VpsSettings {
@@ -448,6 +493,10 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             vps_command(cmd, &data_dir)
         }
+        Command::ApiKey(cmd) => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            api_key_command(cmd, &data_dir)
+        }
         Command::Rollout(cmd) => {
             let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             rollout_command(cmd, &data_dir).await
@@ -513,6 +562,66 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
             Ok(())
         }
     }
+}
+
+fn api_key_command(cmd: ApiKeyCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use flotilla_controller::api::panelica::keys::{created_json, key_json, KeyRequest};
+    private_file::ensure_private_dir(data_dir)?;
+    let store = Store::open(data_dir)?;
+    match cmd {
+        ApiKeyCommand::Create { name, scopes, tier, user, environment, expires_in, ips, json } => {
+            let user = match user {
+                Some(name) => store.user(&name)?.ok_or_else(|| anyhow::anyhow!("no user {name:?}"))?,
+                None => store.first_admin()?.ok_or_else(|| {
+                    anyhow::anyhow!("no administrator yet: give --user, or start the controller once")
+                })?,
+            };
+            let request = KeyRequest {
+                name: Some(name),
+                scopes: Some(scopes),
+                rate_limit_tier: Some(tier),
+                ip_whitelist: Some(ips),
+                expires_in,
+                environment: Some(environment),
+            };
+            let new = request.into_new(user.id).map_err(|e| anyhow::anyhow!(e))?;
+            let (key, secret) = store.create_api_key(&new)?;
+            if json {
+                let mut body = created_json(&key, &secret);
+                body["public_key"] = serde_json::json!(key.public_key);
+                body["secret_key"] = serde_json::json!(secret);
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                println!("API key {} ({}) for {}:", key.name, key.id, key.username);
+                println!("  public key: {}", key.public_key);
+                println!("  secret key: {secret}   (shown once: store it now)");
+                println!("  scopes: {}; tier: {}", key.scopes.join(", "), key.tier.as_str());
+            }
+        }
+        ApiKeyCommand::List => {
+            for key in store.api_keys(None)? {
+                let k = key_json(&key);
+                println!(
+                    "{}  {:<16} {:<20} user={} tier={} scopes={} active={} expires={}",
+                    key.id,
+                    key.key_prefix(),
+                    key.name,
+                    key.username,
+                    key.tier.as_str(),
+                    key.scopes.join(","),
+                    key.enabled,
+                    k["expires_at"].as_str().unwrap_or("never")
+                );
+            }
+        }
+        ApiKeyCommand::Delete { id } => {
+            if !store.delete_api_key(&id)? {
+                anyhow::bail!("no API key {id}");
+            }
+            println!("API key {id} deleted");
+        }
+    }
+    Ok(())
 }
 
 fn node_command(cmd: NodeCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {

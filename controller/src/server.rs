@@ -36,6 +36,8 @@ pub struct Settings {
     pub candy: crate::api::candy::CandySettings,
     /// The VPS API (`[vps]`).
     pub vps: crate::api::vps::VpsSettings,
+    /// The external (Panelica) API.
+    pub external: crate::api::panelica::ExternalApiSettings,
     /// The one-line node install (`[install]`).
     pub install: crate::api::install::InstallSettings,
     /// E-mail notifications (`[email]` and the `SMTP_*` environment variables).
@@ -63,6 +65,7 @@ impl Settings {
             v2ray_stat: Default::default(),
             candy: Default::default(),
             vps: Default::default(),
+            external: Default::default(),
             install: Default::default(),
             email: Default::default(),
         }
@@ -131,6 +134,9 @@ pub struct Running {
     /// The e-mail notifier (server ready, critical alerts), when e-mail is on.
     notifier: Option<tokio::task::JoinHandle<()>>,
     stop_http: tokio::sync::oneshot::Sender<()>,
+    /// Where the external API's own listener is bound, when configured.
+    pub external_addr: Option<SocketAddr>,
+    external: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -243,6 +249,26 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         vps_alerts,
         mailer,
         vps_consoles: Default::default(),
+        external: Arc::new(api::panelica::ExternalApi::new(settings.external.clone())),
+    };
+    // The external API's own listener (the original's port 3002), when configured.
+    let external = match settings.external.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Http(addr, e))?;
+            let bound = listener.local_addr().map_err(|e| StartError::Http(addr, e))?;
+            let app = api::panelica::standalone(state.clone());
+            tracing::info!(http = %bound, "external API listening on its own port too");
+            Some((
+                bound,
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+                    {
+                        tracing::error!(error = %e, "external API listener failed");
+                    }
+                }),
+            ))
+        }
+        None => None,
     };
     let app = api::app(state.clone(), base_path.as_deref());
     // Socket.IO wraps the whole app: its layer answers /socket.io (and {base_path}/socket.io).
@@ -261,7 +287,20 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         }
     });
     tracing::info!(http = %http_addr, quic = %quic_addr, ca = %hex::encode(ca_fingerprint), "controller started");
-    Ok(Running { store, fleet, http_addr, quic_addr, admin, http, socketio, notifier, stop_http })
+    let (external_addr, external) = external.unzip();
+    Ok(Running {
+        store,
+        fleet,
+        http_addr,
+        quic_addr,
+        admin,
+        http,
+        socketio,
+        notifier,
+        stop_http,
+        external_addr,
+        external,
+    })
 }
 
 impl Running {
@@ -271,6 +310,9 @@ impl Running {
         self.socketio.abort();
         if let Some(notifier) = &self.notifier {
             notifier.abort();
+        }
+        if let Some(external) = &self.external {
+            external.abort();
         }
         self.fleet.shutdown().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http).await;

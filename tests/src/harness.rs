@@ -112,9 +112,17 @@ impl Api {
     /// Any request: `body` is sent as-is with a JSON content type (None: no body at all), `auth`
     /// is the raw Authorization header (None: none sent).
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>, auth: Option<&str>) -> Reply {
+        match auth {
+            Some(a) => self.request_with(method, path, body, &[("Authorization", a)]),
+            None => self.request_with(method, path, body, &[]),
+        }
+    }
+
+    /// Any request with these headers; `body` as in [`Api::request`].
+    pub fn request_with(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Reply {
         let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
-        if let Some(a) = auth {
-            req = req.set("Authorization", a);
+        for (name, value) in headers {
+            req = req.set(name, value);
         }
         let result = match body {
             Some(b) => req.set("Content-Type", "application/json").send_bytes(b),

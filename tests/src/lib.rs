@@ -5,6 +5,7 @@ pub mod bench_core;
 pub mod harness;
 pub mod lxc;
 pub mod netns;
+pub mod panelica;
 pub mod socketio;
 pub mod traffic;
 pub mod vps;

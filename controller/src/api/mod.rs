@@ -4,6 +4,7 @@ pub mod candy;
 pub mod install;
 pub mod multi_server;
 pub mod openapi;
+pub mod panelica;
 pub mod v2ray_stat;
 pub mod vps;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub mailer: Arc<crate::email::Mailer>,
     /// Console URLs of the VPS API handed out and not used yet.
     pub vps_consoles: Arc<vps::console::ConsoleTickets>,
+    /// The external (Panelica) API's settings, rate buckets and replay guard.
+    pub external: Arc<panelica::ExternalApi>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under
@@ -56,6 +59,7 @@ pub fn app(state: AppState, base_path: Option<&str>) -> Router {
         .merge(candy::router())
         .merge(install::router())
         .merge(vps::router().layer(vps::cors(&state.vps)))
+        .merge(panelica::router(&state))
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         // The web UI's feed lives beside the API, not under /api.
         .route("/ws", axum::routing::get(multi_server::feed::connect));

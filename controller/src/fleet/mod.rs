@@ -145,12 +145,27 @@ pub struct Fleet {
     wg_push_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Container samples and tasks as nodes report them (after the store has them).
     vps_events: tokio::sync::broadcast::Sender<crate::vps::VpsEvent>,
+    /// Host-level events of the nodes (webhooks' `node.*` and `system.*` events).
+    host_events: tokio::sync::broadcast::Sender<HostEvent>,
 }
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet").field("quic", &self.config.quic).finish()
     }
+}
+
+/// Something that happened on a node, for the webhooks (and anything else that listens).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostEvent {
+    /// Its agent connected.
+    NodeOnline { node: NodeId },
+    /// Its agent's link ended.
+    NodeOffline { node: NodeId, reason: String },
+    /// A systemd unit the agent watches entered the failed state.
+    ServiceFailed { node: NodeId, unit: String, message: String },
+    /// A filesystem passed the disk warning threshold (percent used).
+    DiskWarning { node: NodeId, mount: String, used_percent: f64 },
 }
 
 impl Fleet {
@@ -175,6 +190,7 @@ impl Fleet {
             push_locks: Mutex::new(HashMap::new()),
             wg_push_locks: Mutex::new(HashMap::new()),
             vps_events: tokio::sync::broadcast::channel(1024).0,
+            host_events: tokio::sync::broadcast::channel(1024).0,
         });
         tokio::spawn(server::accept_loop(fleet.clone()));
         Ok(fleet)
@@ -214,6 +230,16 @@ impl Fleet {
     /// (`RecvError::Lagged`); the store has everything.
     pub fn vps_events(&self) -> tokio::sync::broadcast::Receiver<crate::vps::VpsEvent> {
         self.vps_events.subscribe()
+    }
+
+    /// Host-level events of every node, as they happen.
+    pub fn host_events(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
+        self.host_events.subscribe()
+    }
+
+    /// Announces a host-level event (no one listening is fine).
+    pub fn announce(&self, event: HostEvent) {
+        let _ = self.host_events.send(event);
     }
 
     /// Number of nodes with a session right now.

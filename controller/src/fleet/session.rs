@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::tls::serial_of;
-use super::Fleet;
+use super::{Fleet, HostEvent};
 use crate::pki::AgentCsr;
 
 /// Consecutive unanswered heartbeats after which the link is declared dead.
@@ -142,6 +142,7 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
         return;
     }
     tracing::info!(agent = %hello.agent_version, host = %hello.facts.hostname, "agent connected");
+    fleet.announce(HostEvent::NodeOnline { node });
     // The agent converges on its own from what it stored; it needs a push only when the
     // controller holds a newer (or, after a restore, different) revision.
     if hello.capabilities.contains(Capabilities::PROXY_CORE) && hello.applied_revision != record.revision {
@@ -406,6 +407,7 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
         let store = fleet.store.clone();
         let at = live.last_seen.unwrap_or_else(OffsetDateTime::now_utc);
         let _ = tokio::task::spawn_blocking(move || store.record_node_seen(node, at, live.metrics.as_ref())).await;
+        fleet.announce(HostEvent::NodeOffline { node, reason: reason.clone() });
     }
     tracing::info!(%reason, "agent disconnected");
 }

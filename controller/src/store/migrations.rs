@@ -356,4 +356,24 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (server_id, ts)
     );
     "#,
+    // 9: API keys of the external (Panelica-style) API.
+    r#"
+    CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY,
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        public_key   TEXT NOT NULL UNIQUE,
+        -- sk_… sealed with secret.key: HMACs are verified with it, so it cannot be hashed.
+        secret       BLOB NOT NULL,
+        environment  TEXT NOT NULL,
+        scopes       TEXT NOT NULL,
+        tier         TEXT NOT NULL,
+        ip_allow     TEXT NOT NULL DEFAULT '[]',
+        expires_at   INTEGER,
+        enabled      INTEGER NOT NULL DEFAULT 1,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX api_keys_user ON api_keys(user_id);
+    "#,
 ];

@@ -2,6 +2,7 @@
 //! migrations. All SQL lives under this module; the rest of the controller sees typed methods.
 
 mod adguard;
+mod api_keys;
 mod bot;
 mod candy;
 mod history;
@@ -23,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 pub use adguard::{AdGuardSample, AdGuardSourceChange, AdGuardSourceRecord, NewAdGuardSource, TopEntry};
+pub use api_keys::{ApiKeyChange, ApiKeyRecord, KeyEnvironment, NewApiKey, RateTier};
 pub use bot::{BotTransaction, BotUser, BotUserStatus, Decision, NewBotTransaction, PurchaseType, TransactionStatus};
 pub use candy::CANDY_SETTINGS;
 pub use history::HistoryPoint;

@@ -32,6 +32,11 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri) -
     if crate::api::vps::is_vps_path(path) {
         return crate::api::vps::VpsError::not_found(format!("no endpoint {path}")).into_response();
     }
+    if crate::api::panelica::is_external_path(path) {
+        return crate::api::panelica::ApiError::not_found(format!("no endpoint {path}"))
+            .details("the external API is under /api/external/v1/; see GET /api/external/v1/api-spec")
+            .into_response();
+    }
     crate::api::multi_server::not_found().await.into_response()
 }
 
@@ -43,6 +48,14 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             message: format!("Method {method} is not allowed on {}", uri.path()),
         };
         return error.into_response();
+    }
+    if crate::api::panelica::is_external_path(uri.path()) {
+        return crate::api::panelica::ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            format!("method {method} is not allowed on {}", uri.path()),
+        )
+        .into_response();
     }
     if crate::api::vps::is_vps_path(uri.path()) {
         let message = format!("method {method} is not allowed on {}", uri.path());
