@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod keys;
 pub mod meta;
+pub mod node;
 pub mod rate;
 pub mod signature;
 pub mod spec;
