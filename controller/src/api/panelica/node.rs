@@ -19,15 +19,21 @@ pub async fn select(state: &AppState, choice: NodeChoice) -> Result<NodeId, ApiE
     let store = state.store.clone();
     let nodes = blocking(move || store.nodes()).await?;
     let node = match choice.node_id {
-        Some(id) => {
-            nodes.iter().find(|n| n.id.0 == id).map(|n| n.id).ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?
-        }
+        Some(id) => nodes
+            .iter()
+            .find(|n| n.id.0 == id)
+            .map(|n| n.id)
+            .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?,
         None if nodes.len() == 1 => nodes[0].id,
         None if nodes.is_empty() => {
-            return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "NO_NODE", "no node is enrolled yet"))
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "NO_NODE",
+                "no node is enrolled yet",
+            ))
         }
         None => {
-            let host = sysinfo::System::host_name().unwrap_or_default();
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
             let local: Vec<NodeId> = nodes
                 .iter()
                 .map(|n| n.id)
