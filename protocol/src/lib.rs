@@ -6,11 +6,13 @@
 //! new request/event kind or a new versioned body type. Golden-bytes tests pin every wire type.
 
 pub mod backup;
+pub mod bandwidth;
 pub mod close;
 pub mod codec;
 pub mod containers;
 pub mod enroll;
 pub mod facts;
+pub mod files;
 pub mod ids;
 #[cfg(feature = "tokio")]
 pub mod io;
@@ -18,6 +20,7 @@ pub mod messages;
 pub mod metrics;
 pub mod proxy;
 pub mod rpc;
+pub mod services;
 pub mod token;
 pub mod upgrade;
 pub mod users;

@@ -104,6 +104,13 @@ impl Capabilities {
     /// Runs containers: answers `CONTAINER_*`, `SNAPSHOT_LIST` and `TASK_STATUS`, sends
     /// `CONTAINER_TASK` and `CONTAINER_SAMPLES` events.
     pub const CONTAINERS: Capabilities = Capabilities(1 << 6);
+    /// Drives systemd services over D-Bus: answers `SERVICES_LIST` and `SERVICE_ACTION`, sends
+    /// `SERVICE_FAILED` events.
+    pub const SERVICES: Capabilities = Capabilities(1 << 7);
+    /// Serves files inside its configured roots: answers `FILE_OP`.
+    pub const FILES: Capabilities = Capabilities(1 << 8);
+    /// Keeps per-interface byte totals: answers `BANDWIDTH`.
+    pub const BANDWIDTH: Capabilities = Capabilities(1 << 9);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -187,6 +194,9 @@ impl EventKind {
     pub const CONTAINER_TASK: EventKind = EventKind(8);
     /// Agent → controller: [`crate::containers::ContainerSamples`] on every stats sample.
     pub const CONTAINER_SAMPLES: EventKind = EventKind(9);
+    /// Agent → controller: [`crate::services::ServiceFailed`] when an allowed unit enters the
+    /// `failed` state.
+    pub const SERVICE_FAILED: EventKind = EventKind(10);
 }
 
 /// Agent → controller telemetry. `seq` increases per agent; the controller acks what it has

@@ -77,6 +77,18 @@ impl RequestKind {
     /// terminal runs; the stream then carries [`crate::containers::ConsoleFrame`]s both ways until
     /// either side finishes it.
     pub const CONSOLE_OPEN: RequestKind = RequestKind(26);
+    /// Controller → agent. Body: [`crate::services::ServiceQuery`]. Answer:
+    /// [`crate::services::ServiceList`] (errors as in [`crate::services`]).
+    pub const SERVICES_LIST: RequestKind = RequestKind(27);
+    /// Controller → agent. Body: [`crate::services::ServiceAction`]. Answer:
+    /// [`crate::services::ServiceActionResult`] once systemd's job has ended.
+    pub const SERVICE_ACTION: RequestKind = RequestKind(28);
+    /// Controller → agent. Body: [`crate::files::FileOp`]. Answer: [`crate::files::FileAnswer`]
+    /// (a refusal is an answer too, `FileAnswer::Error`).
+    pub const FILE_OP: RequestKind = RequestKind(29);
+    /// Controller → agent. Body: [`crate::bandwidth::BandwidthQuery`]. Answer:
+    /// [`crate::bandwidth::BandwidthReport`].
+    pub const BANDWIDTH: RequestKind = RequestKind(30);
 }
 
 /// One call.

@@ -820,3 +820,140 @@ fn console_bodies() {
     check_body(&ConsoleFrame::Exit(Some(-1)), "020101");
     check_body(&ConsoleFrame::Exit(None), "0200");
 }
+
+#[test]
+fn file_bodies() {
+    use flotilla_protocol::files::{FileAnswer, FileEntry, FileError, FileErrorKind, FileKind, FileOp, FileWrite};
+    assert_eq!(RequestKind::FILE_OP, RequestKind(29));
+    check_body(&FileOp::Roots, "00");
+    check_body(&FileOp::List { path: "/srv/www".into(), show_hidden: true }, "01082f7372762f77777701");
+    check_body(
+        &FileOp::Read { path: "/srv/www/é.txt".into(), offset: 300, max_bytes: 2_097_152 },
+        "020f2f7372762f7777772fc3a92e747874fb2c01fc00002000",
+    );
+    check_body(
+        &FileOp::Write(FileWrite {
+            path: "a".into(),
+            content: b"hi".to_vec(),
+            create_only: false,
+            upload: 7,
+            offset: 251,
+            finish: true,
+        }),
+        "0301610268690007fbfb0001",
+    );
+    check_body(
+        &FileOp::Create { parent: "/srv".into(), name: "d".into(), kind: FileKind::Directory, content: vec![] },
+        "04042f73727601640100",
+    );
+    check_body(
+        &FileOp::Delete { paths: vec!["/srv/a".into(), "b".into()], recursive: true },
+        "0502062f7372762f61016201",
+    );
+    check_body(&FileAnswer::Roots { dirs: vec!["/srv/www".into()] }, "0001082f7372762f777777");
+    check_body(
+        &FileAnswer::List {
+            entries: vec![FileEntry {
+                name: "index.php".into(),
+                kind: FileKind::File,
+                size: 4096,
+                mode: 0o644,
+                owner: "www-data".into(),
+                group: "1001".into(),
+                modified_ms: -1,
+            }],
+        },
+        "010109696e6465782e70687000fb0010fba401087777772d64617461043130303101",
+    );
+    check_body(
+        &FileAnswer::Content { bytes: vec![0xff, 0], size: 300, truncated: true, modified_ms: 1 },
+        "0202ff00fb2c010102",
+    );
+    check_body(&FileAnswer::Done, "03");
+    for (i, kind) in [
+        FileErrorKind::Forbidden,
+        FileErrorKind::NotFound,
+        FileErrorKind::BadInput,
+        FileErrorKind::Exists,
+        FileErrorKind::TooLarge,
+        FileErrorKind::Failed,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let golden = ["04000178", "04010178", "04020178", "04030178", "04040178", "04050178"][i];
+        check_body(&FileAnswer::Error(FileError { kind, message: "x".into() }), golden);
+    }
+}
+
+#[test]
+fn bandwidth_bodies() {
+    use flotilla_protocol::bandwidth::{BandwidthQuery, BandwidthReport, DayUsage, InterfaceUsage};
+    assert_eq!(RequestKind::BANDWIDTH, RequestKind(30));
+    check_body(&BandwidthQuery { month: None }, "00");
+    check_body(&BandwidthQuery { month: Some("2026-03".into()) }, "0107323032362d3033");
+    let eth0 = InterfaceUsage { interface: "eth0".into(), rx_bytes: 10_737_418_240, tx_bytes: 251 };
+    check_body(
+        &BandwidthReport {
+            month: "2026-03".into(),
+            interfaces: vec![eth0.clone()],
+            days: vec![DayUsage { day: "2026-03-07".into(), usage: eth0 }],
+            sampled_at_ms: 1_772_841_600_000,
+        },
+        "07323032362d3033010465746830fd0000008002000000fbfb00010a323032362d30332d30370465746830fd0000008002000000fbfb00fd000498c59c010000",
+    );
+}
+
+#[test]
+fn services_bodies() {
+    use flotilla_protocol::services::{
+        ServiceAction, ServiceActionResult, ServiceFailed, ServiceInfo, ServiceList, ServiceOp, ServiceQuery,
+        ServiceState,
+    };
+    assert_eq!(RequestKind::SERVICES_LIST, RequestKind(27));
+    assert_eq!(RequestKind::SERVICE_ACTION, RequestKind(28));
+    assert_eq!(EventKind::SERVICE_FAILED, EventKind(10));
+    assert_eq!(Capabilities::SERVICES, Capabilities(128));
+    let nginx = ServiceInfo {
+        name: "nginx".into(),
+        unit: "nginx.service".into(),
+        display_name: "A high performance web server — nginx".into(),
+        state: ServiceState::Active,
+        sub_state: "running".into(),
+        pid: Some(70_000),
+        uptime_s: Some(864_000),
+        cpu_percent: Some(0.5),
+        memory_bytes: Some(134_217_728),
+        enabled: true,
+        unit_file_state: "enabled".into(),
+    };
+    let stopped = ServiceInfo {
+        name: "mysql".into(),
+        unit: "mariadb.service".into(),
+        display_name: "MariaDB".into(),
+        state: ServiceState::Other("maintenance".into()),
+        sub_state: "dead".into(),
+        pid: None,
+        uptime_s: None,
+        cpu_percent: None,
+        memory_bytes: None,
+        enabled: false,
+        unit_file_state: "disabled".into(),
+    };
+    check_body(&ServiceQuery { name: None }, "00");
+    check_body(&ServiceQuery { name: Some("php-fpm".into()) }, "01077068702d66706d");
+    check_body(&ServiceList { services: vec![nginx.clone(), stopped] }, "02056e67696e780d6e67696e782e736572766963652741206869676820706572666f726d616e6365207765622073657276657220e28094206e67696e78000772756e6e696e6701fc7011010001fc002f0d00010000003f01fc000000080107656e61626c6564056d7973716c0f6d6172696164622e73657276696365074d617269614442060b6d61696e74656e616e6365046465616400000000000864697361626c6564");
+    check_body(&ServiceAction { name: "mysql".into(), action: ServiceOp::Restart }, "056d7973716c02");
+    check_body(
+        &ServiceAction { name: "nginx.service".into(), action: ServiceOp::Stop },
+        "0d6e67696e782e7365727669636501",
+    );
+    check_body(&ServiceActionResult { job_result: "done".into(), service: nginx }, "04646f6e65056e67696e780d6e67696e782e736572766963652741206869676820706572666f726d616e6365207765622073657276657220e28094206e67696e78000772756e6e696e6701fc7011010001fc002f0d00010000003f01fc000000080107656e61626c6564");
+    check_body(
+        &ServiceFailed { unit: "flt-fail.service".into(), message: "failed (Result: exit-code, status 1)".into() },
+        "10666c742d6661696c2e73657276696365246661696c65642028526573756c743a20657869742d636f64652c20737461747573203129",
+    );
+    for (state, golden) in [(ServiceState::Failed, "03"), (ServiceState::Inactive, "02")] {
+        check_body(&state, golden);
+    }
+}
