@@ -30,6 +30,10 @@ pub struct AgentConfig {
     pub wireguard: crate::drivers::wireguard::WireGuardSettings,
     /// `[containers]`: the containers backend (absent: containers off).
     pub containers: crate::drivers::containers::ContainersSettings,
+    /// `[files]`: the directories the external API's file manager may act in (absent: files off).
+    pub files: crate::drivers::files::FilesSettings,
+    /// `[services]`: the systemd units the external API may see and touch.
+    pub services: crate::drivers::services::ServicesSettings,
     /// `[stats_columns.server]` / `[stats_columns.client]`: the tables of the local API's
     /// `GET /api/v1/stats` (absent: the original v2ray-stat's shipped defaults).
     pub stats_columns: Option<StatsColumns>,
@@ -85,6 +89,8 @@ impl Default for AgentConfig {
             local_api: LocalApiSection::default(),
             wireguard: crate::drivers::wireguard::WireGuardSettings::default(),
             containers: crate::drivers::containers::ContainersSettings::default(),
+            files: crate::drivers::files::FilesSettings::default(),
+            services: crate::drivers::services::ServicesSettings::default(),
             stats_columns: None,
         }
     }
@@ -108,6 +114,8 @@ impl AgentConfig {
             return Err("[wireguard] poll_interval must be at least 100ms".into());
         }
         self.containers.validate().map_err(|e| format!("[containers] {e}"))?;
+        self.files.validate().map_err(|e| format!("[files] {e}"))?;
+        self.services.validate().map_err(|e| format!("[services] {e}"))?;
         Ok(self)
     }
 

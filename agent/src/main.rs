@@ -251,9 +251,22 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
                     tracing::error!(error = %e, "local v2ray-stat API not running");
                 }
             });
+            // Files inside `[files] roots` (none: off); bandwidth counters always.
+            let files = flotilla_agent::drivers::files::FilesDriver::new(&config.files)
+                .map_err(|e| anyhow::anyhow!("[files] {e}"))?
+                .map(Arc::new);
+            let bandwidth = flotilla_agent::drivers::bandwidth::BandwidthDriver::start(state.clone());
+            // systemd units over D-Bus; off (one log line) where there is no systemd.
+            let services = flotilla_agent::drivers::services::ServicesDriver::start(&config.services).await;
             let self_upgrade = Arc::new(SelfUpgrade::probe(&cli.data_dir));
             tracing::debug!(?self_upgrade, supported = self_upgrade.supported(), "self-upgrade");
-            let drivers = link::LinkDrivers { upgrade: Some(self_upgrade), containers: containers.clone() };
+            let drivers = link::LinkDrivers {
+                upgrade: Some(self_upgrade),
+                containers: containers.clone(),
+                files,
+                bandwidth: Some(bandwidth.clone()),
+                services: services.clone(),
+            };
             let mut link = tokio::spawn(link::run_with_drivers(state, settings, drivers, rx));
             // The link ends by itself only when the controller revoked this node.
             let ended = tokio::select! {
@@ -279,6 +292,10 @@ async fn real_main(cli: Cli, config: AgentConfig, reload: flotilla_agent::loggin
             }
             if let Some(containers) = containers {
                 containers.stop();
+            }
+            bandwidth.stop();
+            if let Some(services) = services {
+                services.stop();
             }
             result
         }

@@ -140,6 +140,12 @@ pub struct ServeContext {
     pub upgrade: Option<Arc<SelfUpgrade>>,
     /// Containers driver; None when containers are off on this host.
     pub containers: Option<Arc<ContainersDriver>>,
+    /// Files driver; None when no `[files] roots` are configured.
+    pub files: Option<Arc<crate::drivers::files::FilesDriver>>,
+    /// Bandwidth counters; None in simulations.
+    pub bandwidth: Option<Arc<crate::drivers::bandwidth::BandwidthDriver>>,
+    /// systemd services driver; None when the host has no systemd on its bus (or it is off).
+    pub services: Option<Arc<crate::drivers::services::ServicesDriver>>,
 }
 
 impl std::fmt::Debug for ServeContext {
@@ -174,6 +180,15 @@ fn capabilities(ctx: &ServeContext) -> Capabilities {
     }
     if ctx.containers.is_some() {
         caps = caps | Capabilities::CONTAINERS;
+    }
+    if ctx.services.is_some() {
+        caps = caps | Capabilities::SERVICES;
+    }
+    if ctx.files.is_some() {
+        caps = caps | Capabilities::FILES;
+    }
+    if ctx.bandwidth.is_some() {
+        caps = caps | Capabilities::BANDWIDTH;
     }
     if ctx.upgrade.as_ref().is_some_and(|u| u.supported()) {
         caps = caps | Capabilities::SELF_UPGRADE;
@@ -260,6 +275,8 @@ impl Established {
         // down is read with TASK_STATUS).
         let mut container_tasks = ctx.containers.as_ref().map(|c| c.task_events());
         let mut container_samples = ctx.containers.as_ref().map(|c| c.samples());
+        // Units that entered the failed state (one event per transition; none while the link is down).
+        let mut service_failures = ctx.services.as_ref().map(|s| s.failures());
         // The release first of all: a freshly upgraded agent confirms it is up (the installer
         // waits for that), and the controller learns how the last upgrade ended.
         let mut upgrade_running = false;
@@ -387,6 +404,11 @@ impl Established {
                     let Some(rx) = &container_samples else { continue };
                     let samples = rx.borrow().clone();
                     if let Err(e) = send_event(&mut send, &mut seq, EventKind::CONTAINER_SAMPLES, &samples).await {
+                        break e;
+                    }
+                }
+                Some(failed) = next_broadcast(&mut service_failures) => {
+                    if let Err(e) = send_event(&mut send, &mut seq, EventKind::SERVICE_FAILED, &failed).await {
                         break e;
                     }
                 }
@@ -805,9 +827,60 @@ pub async fn dispatch(request: Request, ctx: ServeContext) -> RpcResult {
             let Some(containers) = ctx.containers else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
             dispatch_containers(&request, containers).await
         }
+        RequestKind::FILE_OP => {
+            let Some(files) = ctx.files else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
+            match codec::decode_from::<flotilla_protocol::files::FileOp>(&request.body) {
+                Ok(op) => match tokio::task::spawn_blocking(move || files.handle(op)).await {
+                    Ok(answered) => answer(&answered),
+                    Err(e) => RpcResult::Err(RpcError::Failed(e.to_string())),
+                },
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::BANDWIDTH => {
+            let Some(bandwidth) = ctx.bandwidth else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
+            match codec::decode_from::<flotilla_protocol::bandwidth::BandwidthQuery>(&request.body) {
+                Ok(query) => match tokio::task::spawn_blocking(move || bandwidth.report(&query)).await {
+                    Ok(Ok(report)) => answer(&report),
+                    Ok(Err(e)) => RpcResult::Err(RpcError::BadRequest(e)),
+                    Err(e) => RpcResult::Err(RpcError::Failed(e.to_string())),
+                },
+                Err(e) => RpcResult::Err(RpcError::BadRequest(e.to_string())),
+            }
+        }
+        RequestKind::SERVICES_LIST | RequestKind::SERVICE_ACTION => {
+            let Some(services) = ctx.services else { return RpcResult::Err(RpcError::Unsupported(request.kind.0)) };
+            dispatch_services(&request, &services).await
+        }
         // Answered by the session, which has the connection the packages come over.
         RequestKind::UPGRADE_AGENT => RpcResult::Err(RpcError::Refused("upgrade requests need the link".into())),
         other => RpcResult::Err(RpcError::Unsupported(other.0)),
+    }
+}
+
+/// Answers the services driver's requests.
+async fn dispatch_services(request: &Request, services: &crate::drivers::services::ServicesDriver) -> RpcResult {
+    use flotilla_protocol::services::{ServiceAction, ServiceQuery};
+    fn answer<T: serde::Serialize>(value: Result<T, crate::drivers::services::ServicesError>) -> RpcResult {
+        match value {
+            Ok(v) => codec::encode_body(&v)
+                .map(RpcResult::Ok)
+                .unwrap_or_else(|e| RpcResult::Err(RpcError::Failed(e.to_string()))),
+            Err(e) => RpcResult::Err(e.to_rpc()),
+        }
+    }
+    // An undecodable body is `Failed`: `BadRequest` means "no such service" for these kinds.
+    let undecodable = |e: flotilla_protocol::CodecError| RpcResult::Err(RpcError::Failed(format!("bad body: {e}")));
+    if request.kind == RequestKind::SERVICES_LIST {
+        match codec::decode_from::<ServiceQuery>(&request.body) {
+            Ok(q) => answer(services.list(&q).await),
+            Err(e) => undecodable(e),
+        }
+    } else {
+        match codec::decode_from::<ServiceAction>(&request.body) {
+            Ok(a) => answer(services.action(&a).await),
+            Err(e) => undecodable(e),
+        }
     }
 }
 
@@ -869,7 +942,7 @@ pub async fn run_with_upgrade(
     upgrade: Option<Arc<SelfUpgrade>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    run_with_drivers(state, settings, LinkDrivers { upgrade, containers: None }, shutdown).await
+    run_with_drivers(state, settings, LinkDrivers { upgrade, ..LinkDrivers::default() }, shutdown).await
 }
 
 /// Drivers a link serves besides [`RunSettings`]' (a separate struct, so code that spells out
@@ -880,6 +953,12 @@ pub struct LinkDrivers {
     pub upgrade: Option<Arc<SelfUpgrade>>,
     /// The containers driver, started by the caller (None: containers off on this host).
     pub containers: Option<Arc<ContainersDriver>>,
+    /// The files driver (None: no `[files] roots`).
+    pub files: Option<Arc<crate::drivers::files::FilesDriver>>,
+    /// The bandwidth counters, started by the caller.
+    pub bandwidth: Option<Arc<crate::drivers::bandwidth::BandwidthDriver>>,
+    /// The services driver, started by the caller (None: no systemd here, or off).
+    pub services: Option<Arc<crate::drivers::services::ServicesDriver>>,
 }
 
 /// [`run`] with every optional driver.
@@ -898,6 +977,9 @@ pub async fn run_with_drivers(
         wireguard: settings.wireguard.clone(),
         upgrade: drivers.upgrade,
         containers: drivers.containers,
+        files: drivers.files,
+        bandwidth: drivers.bandwidth,
+        services: drivers.services,
     };
     let mut backoff = Backoff::for_link();
     let record = |s: LinkState, c: Option<&str>, d: Option<&str>| {

@@ -188,6 +188,24 @@ const MIGRATIONS: &[&str] = &[
         log        TEXT NOT NULL DEFAULT ''
     );
 "#,
+    r#"
+    -- Last raw byte counters read of each network interface, and the boot they belong to
+    -- (/proc/sys/kernel/random/boot_id): deltas are taken against them.
+    CREATE TABLE net_baseline (
+        interface TEXT PRIMARY KEY,
+        rx        INTEGER NOT NULL,
+        tx        INTEGER NOT NULL,
+        boot_id   TEXT NOT NULL
+    );
+    -- Bytes per interface and UTC day (YYYY-MM-DD); months are sums of days.
+    CREATE TABLE net_usage (
+        interface TEXT NOT NULL,
+        day       TEXT NOT NULL,
+        rx        INTEGER NOT NULL DEFAULT 0,
+        tx        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (interface, day)
+    );
+"#,
 ];
 
 /// Agent store failures.
@@ -398,6 +416,7 @@ impl StateStore {
 }
 
 pub mod backup;
+pub mod bandwidth;
 pub mod containers;
 pub mod journal;
 pub mod users;

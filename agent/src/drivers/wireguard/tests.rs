@@ -488,6 +488,7 @@ async fn the_link_answers_wireguard_requests() {
         wireguard,
         upgrade: None,
         containers: None,
+        ..ServeContext::default()
     };
     let request = |kind, body| Request { id: RequestId(1), deadline_ms: 1_000, kind, body };
     let body = codec::encode_body(&state(1, vec![iface("wg0", 51820)], vec![peer("wg0", 1)])).unwrap();
