@@ -49,6 +49,20 @@ pub struct FileConfig {
     /// `[email]`: SMTP for notifications; the `SMTP_*` environment variables override it.
     #[serde(default)]
     pub email: EmailConfig,
+    /// `[webhooks]`: delivery of the external API's webhooks.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[webhooks]` of `controller.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Base URL of Telegram's Bot API (default "https://api.telegram.org"); `telegram`
+    /// destinations POST to `{telegram_api}/bot{token}/sendMessage`.
+    pub telegram_api: Option<String>,
+    /// Deliveries in flight at once (default 32).
+    pub concurrency: Option<usize>,
 }
 
 /// `[email]` of `controller.toml`: the SMTP server notifications go through. Each key is
@@ -100,6 +114,9 @@ pub struct ExternalApiConfig {
     /// Serve the external API on a listener of its own too (e.g. "127.0.0.1:3002", the
     /// original's port): `/v1/…` and `/health` at the root as well as under `/api/external`.
     pub listen: Option<std::net::SocketAddr>,
+    /// Root filesystem usage (percent) at which a node raises `system.disk_warning` (default
+    /// 90; again only after it fell 5 points under).
+    pub disk_warning_percent: Option<f64>,
 }
 
 /// `[vps]` of `controller.toml`.

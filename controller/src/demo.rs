@@ -165,6 +165,8 @@ pub async fn run(
             println!("local v2ray-stat API: {e}");
         }
     });
+    // Per-interface byte counters of this machine (the external API's /v1/bandwidth).
+    let bandwidth = flotilla_agent::drivers::bandwidth::BandwidthDriver::start(agent_state.clone());
     let agent = tokio::spawn(link::run_with_drivers(
         agent_state,
         RunSettings {
@@ -173,10 +175,22 @@ pub async fn run(
             core: core.clone().map(|c| c as Arc<dyn ProxyCore>),
             wireguard: wireguard.clone(),
         },
-        LinkDrivers { upgrade: None, containers: containers.clone() },
+        LinkDrivers {
+            upgrade: None,
+            containers: containers.clone(),
+            // systemd units of this machine for the external API (off without systemd).
+            services: flotilla_agent::drivers::services::ServicesDriver::start(&Default::default()).await,
+            // The external API's file manager acts in the demo's `files` directory only.
+            files: demo_files(&data_dir),
+            bandwidth: Some(bandwidth),
+        },
         stop_rx,
     ));
 
+    let api_key = {
+        let (store, dir, admin) = (running.store.clone(), data_dir.to_path_buf(), user.clone());
+        tokio::task::spawn_blocking(move || demo_api_key(&store, &dir, &admin)).await?
+    };
     let base = format!("http://{}", running.http_addr);
     let pw = password.clone().unwrap_or_else(|| "<password printed on the first run>".into());
     println!();
@@ -231,6 +245,15 @@ pub async fn run(
         }
         None => println!("Virtual servers: this host cannot run LXC containers (run as root with lxc, lxc-templates and busybox-static installed).\n"),
     }
+    match &api_key {
+        Ok((public, secret)) => {
+            println!("External API (Panelica-style, HMAC-signed; the demo's key acts as {user}):");
+            println!("  curl {base}/api/external/health");
+            println!("  K={public}; S={secret}; T=$(date +%s); SIG=$(printf 'GET/v1/me%s' \"$T\" | openssl dgst -sha256 -hmac \"$S\" | sed 's/^.* //'); curl -H \"X-API-Key: $K\" -H \"X-Timestamp: $T\" -H \"X-Signature: $SIG\" {base}/api/external/v1/me");
+            println!();
+        }
+        Err(e) => println!("External API: no demo key ({e}); make one with `flotilla-controller api-key create`.\n"),
+    }
     println!("Press Ctrl-C to stop.");
 
     stop.await;
@@ -246,6 +269,25 @@ pub async fn run(
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// The local agent's files driver, confined to `DATA_DIR/files` (created, with a README).
+fn demo_files(data_dir: &std::path::Path) -> Option<Arc<flotilla_agent::drivers::files::FilesDriver>> {
+    let root = data_dir.join("files");
+    let settings = flotilla_agent::drivers::files::FilesSettings { roots: vec![root.clone()], ..Default::default() };
+    match flotilla_agent::drivers::files::FilesDriver::new(&settings) {
+        Ok(driver) => {
+            let readme = root.join("README.txt");
+            if !readme.exists() {
+                let _ = std::fs::write(readme, "Files the external API's /v1/files endpoints may read and change.\n");
+            }
+            driver.map(Arc::new)
+        }
+        Err(e) => {
+            println!("files: {e}; the files endpoints answer without a node to act on");
+            None
+        }
+    }
 }
 
 /// Whether this host can run the demo's containers: root, the lxc tools and the busybox template.
@@ -297,4 +339,29 @@ fn seed_vps_catalog(store: &Store) -> Result<Option<(i64, i64)>, crate::store::S
     let os = store.os_list()?.into_iter().find(|o| o.name == "BusyBox").or(store.os_list()?.into_iter().next());
     let tariff = store.tariffs()?.into_iter().next();
     Ok(os.zip(tariff).map(|(o, t)| (o.id, t.id)))
+}
+
+/// The demo's external API key (`*:*`, acting as the admin): made on the first run, its secret
+/// kept in `demo-api-key` (mode 0600) so every run prints a working signed example.
+fn demo_api_key(store: &Store, data_dir: &std::path::Path, admin: &str) -> Result<(String, String), String> {
+    let path = data_dir.join("demo-api-key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some((public, secret)) = text.trim().split_once(' ') {
+            if store.api_key_for_signing(public).map_err(|e| e.to_string())?.is_some_and(|(_, s)| s == secret) {
+                return Ok((public.to_string(), secret.to_string()));
+            }
+        }
+    }
+    let user = store.user(admin).map_err(|e| e.to_string())?.ok_or_else(|| format!("no user {admin}"))?;
+    let request = crate::api::panelica::keys::KeyRequest {
+        name: Some("demo".into()),
+        scopes: Some(vec!["*:*".into()]),
+        rate_limit_tier: Some("professional".into()),
+        ..Default::default()
+    };
+    let new = request.into_new(user.id)?;
+    let (key, secret) = store.create_api_key(&new).map_err(|e| e.to_string())?;
+    crate::private_file::write(&path, format!("{} {secret}\n", key.public_key).as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok((key.public_key, secret))
 }

@@ -22,4 +22,5 @@ pub mod sharelinks;
 pub mod store;
 pub mod vps;
 pub mod vps_alerts;
+pub mod webhooks;
 pub mod wireguard;

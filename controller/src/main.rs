@@ -357,6 +357,10 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
             quic.to_string()
         });
     }
+    // Process-wide: read where the nodes' metrics samples arrive.
+    flotilla_controller::api::panelica::status::set_disk_warning_percent(
+        file.external_api.disk_warning_percent.unwrap_or(90.0),
+    );
     Settings {
         data_dir,
         http,
@@ -375,6 +379,13 @@ fn settings(args: &ServeArgs, file: &FileConfig, data_dir: PathBuf, demo: bool) 
         email: flotilla_controller::email::EmailSettings::resolve(&file.email, |k| std::env::var(k).ok()),
         install: flotilla_controller::api::install::InstallSettings {
             agent_package: file.install.agent_package.clone(),
+        },
+        webhooks: {
+            let defaults = flotilla_controller::webhooks::WebhookSettings::default();
+            flotilla_controller::webhooks::WebhookSettings {
+                telegram_api: file.webhooks.telegram_api.clone().unwrap_or(defaults.telegram_api),
+                concurrency: file.webhooks.concurrency.unwrap_or(defaults.concurrency),
+            }
         },
         external: flotilla_controller::api::panelica::ExternalApiSettings {
             body_limit: file.external_api.body_limit.unwrap_or(10 * 1024 * 1024),
@@ -842,6 +853,13 @@ fn check_config(path: &Path, file: &FileConfig) -> ExitCode {
         if !parent.as_os_str().is_empty() && !parent.is_dir() {
             return fail(format!("[candy] bot_db: directory {} does not exist", parent.display()));
         }
+    }
+    let webhooks = flotilla_controller::webhooks::WebhookSettings {
+        telegram_api: file.webhooks.telegram_api.clone().unwrap_or_else(|| "https://api.telegram.org".into()),
+        concurrency: file.webhooks.concurrency.unwrap_or(32),
+    };
+    if let Err(e) = webhooks.validate() {
+        return fail(e);
     }
     if let Err(e) =
         flotilla_controller::email::EmailSettings::resolve(&file.email, |k| std::env::var(k).ok()).validate()

@@ -42,6 +42,8 @@ pub struct Settings {
     pub install: crate::api::install::InstallSettings,
     /// E-mail notifications (`[email]` and the `SMTP_*` environment variables).
     pub email: crate::email::EmailSettings,
+    /// The external API's webhooks (`[webhooks]`).
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 #[cfg(test)]
@@ -68,6 +70,7 @@ impl Settings {
             external: Default::default(),
             install: Default::default(),
             email: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -108,6 +111,8 @@ pub enum StartError {
     VpsAlerts(#[from] crate::vps_alerts::ThresholdError),
     #[error("e-mail: {0}")]
     Email(String),
+    #[error("{0}")]
+    Webhooks(String),
 }
 
 /// How the first admin came to be.
@@ -133,6 +138,8 @@ pub struct Running {
     socketio: tokio::task::JoinHandle<()>,
     /// The e-mail notifier (server ready, critical alerts), when e-mail is on.
     notifier: Option<tokio::task::JoinHandle<()>>,
+    /// The webhooks' delivery worker and event listener.
+    webhooks: Arc<crate::webhooks::Webhooks>,
     stop_http: tokio::sync::oneshot::Sender<()>,
     /// Where the external API's own listener is bound, when configured.
     pub external_addr: Option<SocketAddr>,
@@ -203,6 +210,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
     settings.vps.alerts.validate()?;
     settings.email.validate().map_err(StartError::Email)?;
+    settings.webhooks.validate().map_err(StartError::Webhooks)?;
     let monitoring = crate::monitoring::Monitoring::new(&settings.monitoring, base_path.as_deref())
         .map_err(StartError::Monitoring)?;
     private_file::ensure_private_dir(&settings.data_dir)
@@ -233,6 +241,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.email.alert_interval,
         )
     });
+    // Started before the Socket.IO pusher raises VPS alerts; pending deliveries resume now.
+    let webhooks =
+        crate::webhooks::Webhooks::new(store.clone(), settings.webhooks.clone()).map_err(StartError::Webhooks)?;
+    webhooks.start(fleet.clone(), &vps_alerts);
     let state = AppState {
         store: store.clone(),
         fleet: fleet.clone(),
@@ -250,6 +262,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         mailer,
         vps_consoles: Default::default(),
         external: Arc::new(api::panelica::ExternalApi::new(settings.external.clone())),
+        webhooks: webhooks.clone(),
     };
     // The external API's own listener (the original's port 3002), when configured.
     let external = match settings.external.listen {
@@ -297,6 +310,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         http,
         socketio,
         notifier,
+        webhooks,
         stop_http,
         external_addr,
         external,
@@ -314,6 +328,7 @@ impl Running {
         if let Some(external) = &self.external {
             external.abort();
         }
+        self.webhooks.stop();
         self.fleet.shutdown().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http).await;
     }

@@ -12,7 +12,7 @@ use base64::Engine;
 use flotilla_tests::harness::{basic_header, bin_dir, free_port, wait_for, Fleet};
 use flotilla_tests::netns;
 use flotilla_tests::wireguard::{self, WgPeer};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Demo {
     child: Child,
@@ -128,7 +128,8 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     // Three with containers on this host (catalogs, create, status).
     let vps_lines = if text.contains("Virtual servers, the VPS API") { 4 } else { 0 };
     let curls = banner.iter().filter(|l| l.trim_start().starts_with("curl ")).count();
-    assert_eq!(curls, 7 + wireguard_lines + vps_lines, "{text}");
+    // And the external API's health (its signed example starts with the key's variables).
+    assert_eq!(curls, 8 + wireguard_lines + vps_lines, "{text}");
     let (user, password) = login(&banner);
     assert_eq!(user, "admin");
     assert!(password.len() >= 16, "generated password: {password}");
@@ -144,6 +145,11 @@ fn demo_runs_the_controller_and_a_local_agent_and_restarts_on_the_same_data() {
     // The first curl example works as printed.
     let curl = banner.iter().find(|l| l.contains("/servers/status")).unwrap();
     assert!(curl.contains(&format!("{user}:{password}")), "{curl}");
+    // The external API's signed example (openssl signs it) works as printed.
+    let signed = banner.iter().find(|l| l.contains("X-Signature")).expect("a signed example");
+    let out = Command::new("sh").arg("-c").arg(signed.trim()).output().expect("sh");
+    let me: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{signed}: {out:?}"));
+    assert_eq!((&me["status"], &me["data"]["user"]["username"]), (&json!("success"), &json!("admin")), "{me}");
 
     // With v2ray installed (as .ci/demo does), the proxy examples work as printed: an inbound, a
     // client, and a subscription whose link a real client core connects with on this machine.

@@ -48,6 +48,8 @@ pub struct AppState {
     pub vps_consoles: Arc<vps::console::ConsoleTickets>,
     /// The external (Panelica) API's settings, rate buckets and replay guard.
     pub external: Arc<panelica::ExternalApi>,
+    /// The external API's webhooks: the outbox and its delivery worker.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// The whole HTTP application. With a `base_path` (`/my-panel`) every route is served both under

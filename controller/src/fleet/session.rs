@@ -202,6 +202,7 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                 Some(Ok(Message::Event(event))) => match event.kind {
                     EventKind::METRICS_SAMPLE => match codec::decode_from::<MetricsSample>(&event.body) {
                         Ok(sample) => {
+                            crate::api::panelica::status::watch_disk(&fleet, node, &sample);
                             fleet.update_live(node, session, |live| {
                                 live.previous_metrics = live.metrics.take();
                                 live.metrics = Some(sample);
@@ -366,6 +367,15 @@ async fn serve(fleet: Arc<Fleet>, conn: quinn::Connection, node: NodeId, serial:
                         }
                         Err(e) => tracing::warn!(error = %e, "undecodable container samples dropped"),
                     },
+                    EventKind::SERVICE_FAILED => {
+                        match codec::decode_from::<flotilla_protocol::services::ServiceFailed>(&event.body) {
+                            Ok(failed) => {
+                                tracing::warn!(unit = %failed.unit, message = %failed.message, "service failed on node");
+                                fleet.announce(HostEvent::ServiceFailed { node, unit: failed.unit, message: failed.message });
+                            }
+                            Err(e) => tracing::warn!(error = %e, "undecodable service failure dropped"),
+                        }
+                    }
                     other => tracing::debug!(kind = other.0, "event kind not known to this controller; skipped"),
                 },
                 Some(Ok(other)) => {

@@ -376,4 +376,50 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX api_keys_user ON api_keys(user_id);
     "#,
+    // 10: webhooks of the external API and their durable delivery outbox.
+    r#"
+    CREATE TABLE webhooks (
+        id                  TEXT PRIMARY KEY,
+        user_id             INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name                TEXT NOT NULL,
+        destination_type    TEXT NOT NULL CHECK (destination_type IN ('http', 'telegram', 'slack', 'discord')),
+        -- What the API shows: the config with its secrets (tokens, webhook URLs) masked.
+        destination_config  TEXT NOT NULL,
+        -- The whole config as JSON, sealed with secret.key: what deliveries use.
+        destination_sealed  BLOB NOT NULL,
+        events              TEXT NOT NULL,
+        retry_count         INTEGER NOT NULL DEFAULT 3,
+        retry_delay_seconds INTEGER NOT NULL DEFAULT 60,
+        timeout_seconds     INTEGER NOT NULL DEFAULT 30,
+        enabled             INTEGER NOT NULL DEFAULT 1,
+        -- The HMAC secret of X-Flotilla-Signature, sealed (it must be read back to sign).
+        secret              BLOB NOT NULL,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL
+    );
+    CREATE INDEX webhooks_user ON webhooks(user_id);
+    -- The outbox: one row per (event, webhook), written when the event is emitted. Times in
+    -- Unix milliseconds (retries and latencies are sub-second).
+    CREATE TABLE webhook_deliveries (
+        id               TEXT PRIMARY KEY,
+        webhook_id       TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_id         TEXT NOT NULL,
+        event_type       TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'success', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER NOT NULL,
+        -- Taken by the worker (an attempt is under way); cleared at start-up.
+        claimed          INTEGER NOT NULL DEFAULT 0,
+        status_code      INTEGER,
+        response_time_ms INTEGER,
+        error            TEXT,
+        created_at       INTEGER NOT NULL,
+        delivered_at     INTEGER,
+        UNIQUE (webhook_id, event_id)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, created_at);
+    CREATE INDEX webhook_deliveries_created ON webhook_deliveries(created_at);
+    "#,
 ];

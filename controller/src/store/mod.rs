@@ -12,6 +12,7 @@ mod rollout;
 mod secrets;
 mod users;
 mod vps;
+mod webhooks;
 mod wireguard;
 
 use std::path::Path;
@@ -37,6 +38,10 @@ pub use secrets::SecretBox;
 pub use users::{AppliedChanges, ChangeRefusal};
 pub use vps::{
     template_from_text, template_to_text, NewServer, OsRecord, ServerRecord, ServerStatus, TariffRecord, TaskRecord,
+};
+pub use webhooks::{
+    now_ms, subscribes, AttemptOutcome, Audience, DeliveryRecord, DeliveryState, Destination, DestinationType,
+    DueDelivery, NewEvent, NewWebhook, WebhookChange, WebhookRecord, WebhookStats,
 };
 pub use wireguard::{
     NewWgClient, NewWgInterface, WgClientChange, WgClientRecord, WgInterfaceChange, WgInterfaceRecord, WgRefusal,

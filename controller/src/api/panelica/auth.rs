@@ -224,7 +224,12 @@ async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> R
         ));
     }
     let changes_state = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes_state && state.external.settings.refuse_replays && !state.external.replays.first_use(&key.id, &signature)
+    // The body is part of the replay key: a DELETE's body is not signed, and two different
+    // deletes within one second share a signature.
+    let replay_key = format!("{signature}:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+    if changes_state
+        && state.external.settings.refuse_replays
+        && !state.external.replays.first_use(&key.id, &replay_key)
     {
         return Err(ApiError::unauthorized("REPLAYED_REQUEST", "this signed request was already used")
             .details("sign each state-changing request afresh (a new timestamp)"));

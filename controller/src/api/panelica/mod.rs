@@ -8,12 +8,17 @@
 //! 501 `NOT_IMPLEMENTED`.
 
 pub mod auth;
+pub mod bandwidth;
+pub mod files;
 pub mod keys;
 pub mod meta;
 pub mod node;
 pub mod rate;
+pub mod services;
 pub mod signature;
 pub mod spec;
+pub mod status;
+pub mod webhooks;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -184,6 +189,25 @@ fn v1(state: &AppState) -> Router<AppState> {
         .route("/api-keys", get(keys::list).post(keys::create))
         .route("/api-keys/{id}", get(keys::get_one).patch(keys::update).delete(keys::delete))
         .route("/api-keys/{id}/regenerate", post(keys::regenerate))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/events", get(webhooks::event_types))
+        .route("/webhooks/stats", get(webhooks::stats))
+        .route("/webhooks/{id}", get(webhooks::get_one).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/webhooks/{id}/disable", post(webhooks::disable))
+        .route("/webhooks/{id}/logs", get(webhooks::logs))
+        .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/server/status", get(status::status))
+        .route("/server/services", get(services::list))
+        .route("/server/services/{name}/start", post(services::start))
+        .route("/server/services/{name}/stop", post(services::stop))
+        .route("/server/services/{name}/restart", post(services::restart))
+        .route("/files/accessible-directories", get(files::accessible))
+        .route("/files", get(files::list).post(files::create).delete(files::delete))
+        .route("/files/content", get(files::read).put(files::write))
+        .route("/bandwidth", get(bandwidth::usage))
+        .route("/bandwidth/summary", get(bandwidth::summary))
+        .route("/bandwidth/accounts/{id}", get(bandwidth::account))
         .fallback(spec::unrouted)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::verify));
     Router::new()

@@ -210,7 +210,9 @@ mod tests {
     #[test]
     fn usage_counts_per_fixed_window() {
         let limits = RateLimits::default();
-        let t = 1_800_000_000 - 1_800_000_000 % 3600;
+        // The start of an hour (1,800,000,000 is a multiple of 3600).
+        let t: i64 = 1_800_000_000;
+        assert_eq!(t % 3600, 0);
         let Verdict::Admitted(u) = limits.check("k", RateTier::Professional, t + 5) else { panic!() };
         assert_eq!((u.minute, u.hour, u.reset_at), (1, 1, t + 60));
         let h = u.headers().unwrap();

@@ -136,6 +136,31 @@ const KEY_BODY: &[(&str, &str, bool)] = &[
     ("environment", "string", false),
 ];
 
+const WEBHOOK_BODY: &[(&str, &str, bool)] = &[
+    ("name", "string", true),
+    ("destination_type", "string", true),
+    ("destination_config", "object", true),
+    ("events", "array", true),
+    ("retry_count", "integer", false),
+    ("retry_delay_seconds", "integer", false),
+    ("timeout_seconds", "integer", false),
+    ("is_active", "boolean", false),
+];
+
+const WEBHOOK_PATCH: &[(&str, &str, bool)] = &[
+    ("name", "string", false),
+    ("destination_type", "string", false),
+    ("destination_config", "object", false),
+    ("events", "array", false),
+    ("retry_count", "integer", false),
+    ("retry_delay_seconds", "integer", false),
+    ("timeout_seconds", "integer", false),
+    ("is_active", "boolean", false),
+];
+
+/// The optional node of host endpoints (default: the only node, or the controller's own).
+const NODE_QUERY: &[(&str, &str, bool)] = &[("node_id", "integer", false)];
+
 /// Every endpoint: what this controller serves and what the document and the official clients
 /// name for later releases.
 pub static ENDPOINTS: &[Endpoint] = &[
@@ -164,6 +189,180 @@ pub static ENDPOINTS: &[Endpoint] = &[
     },
     ep("DELETE", "/v1/api-keys/{id}", "API Keys", Some("*:*"), "Delete an API key"),
     ep("POST", "/v1/api-keys/{id}/regenerate", "API Keys", Some("*:*"), "A new secret (shown once)"),
+    ep("GET", "/v1/webhooks", "Webhooks", Some("webhooks:read"), "List webhooks"),
+    Endpoint {
+        body: WEBHOOK_BODY,
+        ..ep("POST", "/v1/webhooks", "Webhooks", Some("webhooks:write"), "Create a webhook (secret shown once)")
+    },
+    ep("GET", "/v1/webhooks/events", "Webhooks", Some("webhooks:read"), "Event types by category"),
+    ep("GET", "/v1/webhooks/stats", "Webhooks", Some("webhooks:read"), "Webhook and delivery counts of the last 24 h"),
+    ep("GET", "/v1/webhooks/{id}", "Webhooks", Some("webhooks:read"), "One webhook"),
+    Endpoint {
+        body: WEBHOOK_PATCH,
+        ..ep("PATCH", "/v1/webhooks/{id}", "Webhooks", Some("webhooks:write"), "Change, enable or disable a webhook")
+    },
+    ep("DELETE", "/v1/webhooks/{id}", "Webhooks", Some("webhooks:write"), "Delete a webhook and its logs"),
+    ep("POST", "/v1/webhooks/{id}/enable", "Webhooks", Some("webhooks:write"), "Enable a webhook"),
+    ep("POST", "/v1/webhooks/{id}/disable", "Webhooks", Some("webhooks:write"), "Disable a webhook"),
+    Endpoint {
+        query: &[("page", "integer", false), ("limit", "integer", false)],
+        ..ep("GET", "/v1/webhooks/{id}/logs", "Webhooks", Some("webhooks:read"), "Delivery logs, newest first, paged")
+    },
+    ep("POST", "/v1/webhooks/{id}/test", "Webhooks", Some("webhooks:write"), "Queue a test event for it"),
+    Endpoint {
+        query: NODE_QUERY,
+        ..ep(
+            "GET",
+            "/v1/server/status",
+            "Server",
+            Some("server:read"),
+            "Hostname, OS, uptime, CPU, memory, disk, load and network of a node",
+        )
+    },
+    Endpoint {
+        query: NODE_QUERY,
+        ..ep(
+            "GET",
+            "/v1/server/services",
+            "Services",
+            Some("services:read"),
+            "The node's allowed systemd services with state, PID, uptime, CPU and memory",
+        )
+    },
+    Endpoint {
+        query: NODE_QUERY,
+        ..ep(
+            "POST",
+            "/v1/server/services/{name}/start",
+            "Services",
+            Some("services:start"),
+            "Start a service (waits for systemd's job)",
+        )
+    },
+    Endpoint {
+        query: NODE_QUERY,
+        ..ep(
+            "POST",
+            "/v1/server/services/{name}/stop",
+            "Services",
+            Some("services:stop"),
+            "Stop a service (waits for systemd's job)",
+        )
+    },
+    Endpoint {
+        query: NODE_QUERY,
+        ..ep(
+            "POST",
+            "/v1/server/services/{name}/restart",
+            "Services",
+            Some("services:restart"),
+            "Restart a service (waits for systemd's job)",
+        )
+    },
+    Endpoint {
+        query: &[("user_id", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "GET",
+            "/v1/files/accessible-directories",
+            "Files",
+            Some("files:read"),
+            "The directories the file manager may act in (data.directories[], [0] the default)",
+        )
+    },
+    Endpoint {
+        query: &[
+            ("path", "string", false),
+            ("user_id", "string", false),
+            ("show_hidden", "boolean", false),
+            ("node_id", "integer", false),
+        ],
+        ..ep("GET", "/v1/files", "Files", Some("files:read"), "List a directory (data.files[])")
+    },
+    Endpoint {
+        query: &[("path", "string", true), ("user_id", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "GET",
+            "/v1/files/content",
+            "Files",
+            Some("files:read"),
+            "Read a file (data.content; data.encoding utf-8 or base64)",
+        )
+    },
+    Endpoint {
+        body: &[
+            ("path", "string", true),
+            ("content", "string", true),
+            ("encoding", "string", false),
+            ("user_id", "string", false),
+            ("node_id", "integer", false),
+        ],
+        ..ep(
+            "PUT",
+            "/v1/files/content",
+            "Files",
+            Some("files:write"),
+            "Write a file atomically (encoding utf-8 or base64)",
+        )
+    },
+    Endpoint {
+        body: &[
+            ("path", "string", true),
+            ("name", "string", true),
+            ("type", "string", true),
+            ("content", "string", false),
+            ("encoding", "string", false),
+            ("user_id", "string", false),
+            ("node_id", "integer", false),
+        ],
+        ..ep(
+            "POST",
+            "/v1/files",
+            "Files",
+            Some("files:write"),
+            "Create a file or folder (type file, folder or directory) in path",
+        )
+    },
+    Endpoint {
+        query: &[("path", "string", false), ("node_id", "integer", false)],
+        body: &[("paths", "array", false), ("permanent", "boolean", false), ("user_id", "string", false)],
+        ..ep(
+            "DELETE",
+            "/v1/files",
+            "Files",
+            Some("files:delete"),
+            "Delete files and folders: ?path= or a JSON body {paths[]}",
+        )
+    },
+    Endpoint {
+        query: &[("period", "string", false), ("month", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "GET",
+            "/v1/bandwidth",
+            "Bandwidth",
+            Some("bandwidth:read"),
+            "A month's traffic of the node, per interface (period=monthly, month=YYYY-MM)",
+        )
+    },
+    Endpoint {
+        query: &[("month", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "GET",
+            "/v1/bandwidth/summary",
+            "Bandwidth",
+            Some("bandwidth:read"),
+            "A month's traffic per interface and per day",
+        )
+    },
+    Endpoint {
+        query: &[("month", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "GET",
+            "/v1/bandwidth/accounts/{id}",
+            "Bandwidth",
+            Some("bandwidth:read"),
+            "An account's traffic of the month (data.bytes_used; the node's total until accounts exist)",
+        )
+    },
     later("GET", "/v1/accounts", "Accounts", "accounts:read"),
     later("POST", "/v1/accounts", "Accounts", "accounts:write"),
     later("GET", "/v1/accounts/{id}", "Accounts", "accounts:read"),
@@ -266,7 +465,7 @@ pub async fn api_spec(headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Json
                     "query_params": fields(e.query),
                     "body": { "content_type": content_type, "required": e.body.iter().any(|f| f.2), "fields": fields(e.body) },
                 },
-                "response": { "status_code": if e.method == "POST" && e.path == "/v1/api-keys" { 201 } else { 200 }, "data_type": "object" },
+                "response": { "status_code": if e.method == "POST" && matches!(e.path, "/v1/api-keys" | "/v1/webhooks" | "/v1/files") { 201 } else { 200 }, "data_type": "object" },
             })
         })
         .collect();

@@ -1,0 +1,450 @@
+//! Files on a node (`files:read|write|delete`), in the document's shapes and the official
+//! clients' (`GET /v1/files/accessible-directories`, `?user_id=`, `POST /v1/files`, `DELETE
+//! /v1/files` with a JSON body `{paths, permanent}`).
+//!
+//! Everything happens inside the node's `[files] roots` (its agent refuses anything else: `..`,
+//! other absolute paths, symbolic links leading out, devices, FIFOs and sockets answer 403).
+//! Accounts do not exist yet, so `user_id` is accepted and not used: the roots are the node's;
+//! per-account homes come with accounts. Keys of USER-role users are refused (the roots are not
+//! theirs). Content is text: `content` is the file as UTF-8 with `encoding: "utf-8"`; a file that
+//! is not UTF-8 comes as base64 with `encoding: "base64"`, and a write with `encoding: "base64"`
+//! sends base64.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use base64::Engine;
+use flotilla_protocol::codec;
+use flotilla_protocol::files::{FileAnswer, FileEntry, FileErrorKind, FileKind, FileOp, FileWrite, CHUNK};
+use flotilla_protocol::rpc::{RequestKind, RpcError};
+use flotilla_protocol::NodeId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::auth::Caller;
+use super::node::{self, NodeChoice};
+use super::{ok, ok_with, ApiError};
+use crate::api::AppState;
+use crate::fleet::FleetError;
+
+/// How long one call to the agent may take.
+const CALL: Duration = Duration::from_secs(30);
+
+/// The scope, and that the key may act on the node's roots.
+fn allow(caller: &Caller, scope: &str) -> Result<(), ApiError> {
+    caller.require(scope)?;
+    if caller.scope_user().is_some() {
+        return Err(ApiError::forbidden(
+            "FORBIDDEN",
+            "files are served to administrators' keys only until accounts (with their own home directories) exist",
+        ));
+    }
+    Ok(())
+}
+
+fn call_error(e: FleetError) -> ApiError {
+    match e {
+        FleetError::NotConnected(node) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NODE_OFFLINE",
+            format!("node {} is offline; try again later", node.0),
+        ),
+        FleetError::Timeout(node) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "NODE_TIMEOUT",
+            format!("node {} did not answer in {} s", node.0, CALL.as_secs()),
+        ),
+        FleetError::Rpc { node, error: RpcError::Unsupported(_) } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "FILES_UNAVAILABLE",
+            format!("node {} serves no files", node.0),
+        )
+        .details("set [files] roots in the node's agent.toml (or upgrade its agent)"),
+        FleetError::Rpc { error: RpcError::BadRequest(why), .. } => ApiError::bad(why),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, "NODE_ERROR", other.to_string()),
+    }
+}
+
+/// One `FILE_OP`; refusals become the family's errors.
+async fn op(state: &AppState, node: NodeId, request: &FileOp) -> Result<FileAnswer, ApiError> {
+    let body = codec::encode_body(request).map_err(ApiError::internal)?;
+    let answer = state.fleet.call(node, RequestKind::FILE_OP, body, CALL).await.map_err(call_error)?;
+    match codec::decode_from::<FileAnswer>(&answer).map_err(ApiError::internal)? {
+        FileAnswer::Error(e) => {
+            let (status, code) = match e.kind {
+                FileErrorKind::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+                FileErrorKind::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                FileErrorKind::BadInput => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+                FileErrorKind::Exists => (StatusCode::CONFLICT, "CONFLICT"),
+                FileErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+                FileErrorKind::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            };
+            Err(ApiError::new(status, code, e.message))
+        }
+        other => Ok(other),
+    }
+}
+
+fn unexpected(answer: FileAnswer) -> ApiError {
+    ApiError::internal(format!("unexpected answer from the agent: {answer:?}"))
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A `user_id` as the clients send it (number or string); accepted, not used yet.
+fn user_id(value: &Option<Value>) -> Option<String> {
+    match value {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Query of the GET routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FilesQuery {
+    pub node_id: Option<i64>,
+    pub user_id: Option<String>,
+    pub path: Option<String>,
+    pub show_hidden: Option<String>,
+}
+
+impl FilesQuery {
+    fn node(&self) -> NodeChoice {
+        NodeChoice { node_id: self.node_id }
+    }
+}
+
+/// `GET /v1/files/accessible-directories[?user_id=&node_id=]`: `data.directories[]`, `[0]` the
+/// default root.
+pub async fn accessible(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:read")?;
+    let node = node::select(&state, q.node()).await?;
+    match op(&state, node, &FileOp::Roots).await? {
+        FileAnswer::Roots { dirs } => Ok(ok(json!({ "directories": dirs, "node_id": node.0, "user_id": q.user_id }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn entry_json(dir: &str, e: &FileEntry) -> Value {
+    let path = if dir.is_empty() { e.name.clone() } else { format!("{}/{}", dir.trim_end_matches('/'), e.name) };
+    json!({
+        "name": e.name,
+        "path": path,
+        "type": e.kind.as_str(),
+        "is_dir": e.kind == FileKind::Directory,
+        "size": e.size,
+        "permissions": format!("{:04o}", e.mode),
+        "owner": e.owner,
+        "group": e.group,
+        "modified_at": rfc3339_ms(e.modified_ms),
+    })
+}
+
+/// `GET /v1/files?path=[&user_id=&show_hidden=&node_id=]`: `data.files[]` (the document's entry
+/// fields) and `data.path`; no `path` lists the first root.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:read")?;
+    let node = node::select(&state, q.node()).await?;
+    let show_hidden = matches!(q.show_hidden.as_deref(), Some("1" | "true" | "yes"));
+    let mut path = q.path.clone().unwrap_or_default();
+    if path.is_empty() {
+        if let FileAnswer::Roots { dirs } = op(&state, node, &FileOp::Roots).await? {
+            path = dirs.into_iter().next().unwrap_or_default();
+        }
+    }
+    match op(&state, node, &FileOp::List { path: path.clone(), show_hidden }).await? {
+        FileAnswer::List { entries } => {
+            let files: Vec<Value> = entries.iter().map(|e| entry_json(&path, e)).collect();
+            Ok(ok(json!({ "path": path, "files": files, "total": files.len(), "node_id": node.0 })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `GET /v1/files/content?path=[&user_id=&node_id=]`: `data.content` (text), `data.encoding`
+/// (`utf-8`, or `base64` for a file that is not UTF-8).
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:read")?;
+    let path = q.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad("path is required"))?;
+    let node = node::select(&state, q.node()).await?;
+    let mut bytes = vec![];
+    let mut first: Option<(u64, i64)> = None;
+    loop {
+        let request = FileOp::Read { path: path.clone(), offset: bytes.len() as u64, max_bytes: CHUNK as u32 };
+        match op(&state, node, &request).await? {
+            FileAnswer::Content { bytes: chunk, size, truncated, modified_ms } => {
+                if first.is_some_and(|f| f != (size, modified_ms)) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "CONFLICT",
+                        format!("{path} changed while being read"),
+                    ));
+                }
+                first = Some((size, modified_ms));
+                let empty = chunk.is_empty();
+                bytes.extend_from_slice(&chunk);
+                if !truncated || empty {
+                    break;
+                }
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    let (size, modified_ms) = first.unwrap_or_default();
+    let (content, encoding) = match String::from_utf8(bytes) {
+        Ok(text) => (text, "utf-8"),
+        Err(e) => (base64::engine::general_purpose::STANDARD.encode(e.into_bytes()), "base64"),
+    };
+    Ok(ok(json!({
+        "path": path,
+        "content": content,
+        "encoding": encoding,
+        "size": size,
+        "modified_at": rfc3339_ms(modified_ms),
+        "node_id": node.0,
+    })))
+}
+
+/// Body of `PUT /v1/files/content` and `POST /v1/files`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WriteBody {
+    pub user_id: Option<Value>,
+    pub node_id: Option<i64>,
+    pub path: Option<String>,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub content: Option<String>,
+    /// `utf-8` (default) or `base64`.
+    pub encoding: Option<String>,
+}
+
+impl WriteBody {
+    fn node(&self, q: &FilesQuery) -> NodeChoice {
+        NodeChoice { node_id: self.node_id.or(q.node_id) }
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, ApiError> {
+        let content = self.content.clone().unwrap_or_default();
+        match self.encoding.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("" | "utf-8" | "utf8" | "text" | "plain") => Ok(content.into_bytes()),
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(content.trim())
+                .map_err(|e| ApiError::bad(format!("content is not valid base64: {e}"))),
+            Some(other) => Err(ApiError::bad(format!("encoding {other:?}: use utf-8 or base64"))),
+        }
+    }
+}
+
+/// The request body, up to the family's `body_limit` (axum's own 2 MB default would cut a file
+/// write short; the signature check has buffered it already).
+async fn body_of(state: &AppState, request: axum::extract::Request) -> Result<Bytes, ApiError> {
+    let limit = state.external.settings.body_limit;
+    axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("request body over {limit} bytes"))
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+/// Writes a whole file, in chunks when it is larger than one frame.
+async fn write_file(
+    state: &AppState,
+    node: NodeId,
+    path: &str,
+    content: Vec<u8>,
+    create_only: bool,
+) -> Result<(), ApiError> {
+    if content.len() <= CHUNK {
+        let w = FileWrite { path: path.into(), content, create_only, upload: 0, offset: 0, finish: true };
+        op(state, node, &FileOp::Write(w)).await?;
+        return Ok(());
+    }
+    let upload = rand::random::<u64>() | 1;
+    let chunks: Vec<&[u8]> = content.chunks(CHUNK).collect();
+    let mut offset = 0u64;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let w = FileWrite {
+            path: path.into(),
+            content: chunk.to_vec(),
+            create_only,
+            upload,
+            offset,
+            finish: i + 1 == chunks.len(),
+        };
+        op(state, node, &FileOp::Write(w)).await?;
+        offset += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// `PUT /v1/files/content {path, content[, encoding, user_id, node_id]}`: replaces (or
+/// creates) the file atomically, keeping its mode.
+pub async fn write(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+    request: axum::extract::Request,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:write")?;
+    let b: WriteBody = parse(&body_of(&state, request).await?)?;
+    let path = b.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad("path is required"))?;
+    if b.content.is_none() {
+        return Err(ApiError::bad("content is required"));
+    }
+    let content = b.bytes()?;
+    let node = node::select(&state, b.node(&q)).await?;
+    let size = content.len();
+    write_file(&state, node, &path, content, false).await?;
+    tracing::info!(key = %caller.key.key_prefix(), node_id = %node, %path, size, "external API: file written");
+    Ok(ok_with(json!({ "path": path, "size": size, "node_id": node.0, "user_id": user_id(&b.user_id) }), "File saved"))
+}
+
+/// `POST /v1/files {path (the parent directory), name, type: file|folder|directory[, content,
+/// encoding]}`: 201, 409 when it exists.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+    request: axum::extract::Request,
+) -> Result<impl IntoResponse, ApiError> {
+    allow(&caller, "files:write")?;
+    let b: WriteBody = parse(&body_of(&state, request).await?)?;
+    let parent = b.path.clone().unwrap_or_default();
+    let name = b.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad("name is required"))?;
+    let kind = match b.kind.as_deref().unwrap_or("file").to_ascii_lowercase().as_str() {
+        "file" => FileKind::File,
+        "folder" | "directory" | "dir" => FileKind::Directory,
+        other => return Err(ApiError::bad(format!("type {other:?}: use file, folder or directory"))),
+    };
+    let content = b.bytes()?;
+    if kind == FileKind::Directory && !content.is_empty() {
+        return Err(ApiError::bad("a folder has no content"));
+    }
+    let node = node::select(&state, b.node(&q)).await?;
+    let mut parent = parent;
+    if parent.is_empty() {
+        if let FileAnswer::Roots { dirs } = op(&state, node, &FileOp::Roots).await? {
+            parent = dirs.into_iter().next().unwrap_or_default();
+        }
+    }
+    let full = format!("{}/{name}", parent.trim_end_matches('/'));
+    if kind == FileKind::File && content.len() > CHUNK {
+        if name.contains('/') || name == "." || name == ".." {
+            return Err(ApiError::bad(format!("{name:?}: not a valid file name")));
+        }
+        write_file(&state, node, &full, content, true).await?;
+    } else {
+        op(&state, node, &FileOp::Create { parent: parent.clone(), name: name.clone(), kind, content }).await?;
+    }
+    tracing::info!(key = %caller.key.key_prefix(), node_id = %node, path = %full, kind = kind.as_str(), "external API: file created");
+    let data = json!({ "path": full, "name": name, "type": kind.as_str(), "node_id": node.0 });
+    Ok((StatusCode::CREATED, ok_with(data, if kind == FileKind::File { "File created" } else { "Folder created" })))
+}
+
+/// Body of `DELETE /v1/files`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteBody {
+    pub user_id: Option<Value>,
+    pub node_id: Option<i64>,
+    pub paths: Vec<String>,
+    pub path: Option<String>,
+    /// The clients' `false` asks for the trash, which this release does not keep: entries are
+    /// always removed for good (`data.permanent` says so).
+    pub permanent: Option<bool>,
+}
+
+/// `DELETE /v1/files?path=` (the document) or with a JSON body `{paths[], permanent}` (the
+/// clients): directories with their contents. Every path is checked before any is removed.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+    request: axum::extract::Request,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:delete")?;
+    let b: DeleteBody = parse(&body_of(&state, request).await?)?;
+    let mut paths = b.paths.clone();
+    paths.extend(b.path.clone().into_iter().chain(q.path.clone()).filter(|p| !p.is_empty()));
+    if paths.is_empty() {
+        return Err(ApiError::bad("path (query) or paths (body) is required"));
+    }
+    let node = node::select(&state, NodeChoice { node_id: b.node_id.or(q.node_id) }).await?;
+    op(&state, node, &FileOp::Delete { paths: paths.clone(), recursive: true }).await?;
+    tracing::info!(key = %caller.key.key_prefix(), node_id = %node, ?paths, "external API: files deleted");
+    let data = json!({
+        "deleted": paths,
+        "permanent": true,
+        "node_id": node.0,
+        "user_id": user_id(&b.user_id),
+    });
+    let message = if b.permanent == Some(false) { "Deleted (this server keeps no trash)" } else { "Deleted" };
+    Ok(ok_with(data, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_as_the_document() {
+        let e = FileEntry {
+            name: "index.php".into(),
+            kind: FileKind::File,
+            size: 4096,
+            mode: 0o644,
+            owner: "user1".into(),
+            group: "user1".into(),
+            modified_ms: 1_772_884_800_000,
+        };
+        let v = entry_json("/home/user1/", &e);
+        assert_eq!(v["permissions"], "0644");
+        assert_eq!(v["type"], "file");
+        assert_eq!(v["path"], "/home/user1/index.php");
+        assert_eq!(v["modified_at"], "2026-03-07T12:00:00Z");
+    }
+
+    #[test]
+    fn content_encodings() {
+        let body = |content: &str, encoding: Option<&str>| WriteBody {
+            content: Some(content.into()),
+            encoding: encoding.map(Into::into),
+            ..WriteBody::default()
+        };
+        assert_eq!(body("héllo", None).bytes().unwrap(), "héllo".as_bytes());
+        assert_eq!(body("/wA=", Some("base64")).bytes().unwrap(), vec![0xff, 0]);
+        assert!(body("!!", Some("base64")).bytes().is_err());
+        assert!(body("x", Some("latin1")).bytes().is_err());
+    }
+}
