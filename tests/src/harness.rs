@@ -66,9 +66,15 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A TCP port free on 127.0.0.1 right now (the caller binds it soon after).
+/// A port free on 127.0.0.1 right now for both TCP and UDP (the caller binds it soon after, as
+/// an HTTP or a QUIC port: a port free for TCP only once made a controller's QUIC bind fail).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// An HTTP answer.
