@@ -174,3 +174,13 @@ pub async fn read_console_frame<R: AsyncRead + Unpin>(recv: &mut R) -> Result<Op
         None => Ok(None),
     }
 }
+
+/// Reads console frames until the stream ends or breaks and forwards them, so that a `select!`
+/// loop can consume them without cancelling a half-read frame.
+pub async fn forward_console_frames<R: AsyncRead + Unpin>(mut recv: R, tx: tokio::sync::mpsc::Sender<ConsoleFrame>) {
+    while let Ok(Some(frame)) = read_console_frame(&mut recv).await {
+        if tx.send(frame).await.is_err() {
+            return;
+        }
+    }
+}

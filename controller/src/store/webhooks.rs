@@ -238,21 +238,7 @@ const COLUMNS: &str = "w.id, w.user_id, u.username, w.name, w.destination_type, 
 type RawWebhook = (String, i64, String, String, String, String, String, u32, u32, u32, bool, i64, i64);
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-    ))
+    RawWebhook::try_from(r)
 }
 
 fn parse(raw: RawWebhook) -> Result<WebhookRecord, StoreError> {
@@ -296,20 +282,7 @@ type RawDelivery =
     (String, String, String, String, String, u32, i64, Option<u16>, Option<u64>, Option<String>, i64, Option<i64>);
 
 fn raw_delivery(r: &Row<'_>) -> rusqlite::Result<RawDelivery> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ))
+    RawDelivery::try_from(r)
 }
 
 fn parse_delivery(raw: RawDelivery) -> Result<DeliveryRecord, StoreError> {

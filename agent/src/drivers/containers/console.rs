@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flotilla_protocol::containers::{ConsoleAccess, ConsoleFrame, ConsoleOpen};
-use flotilla_protocol::io::{read_console_frame, write_console_frame};
+use flotilla_protocol::io::{forward_console_frames, write_console_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -107,14 +107,7 @@ impl ConsoleSession {
         let (mut from_pty, mut to_pty) = pty.into_split();
         // Frames are read in their own task: a half-read frame must not be lost to `select!`.
         let (tx, mut frames) = mpsc::channel::<ConsoleFrame>(64);
-        let reader = tokio::spawn(async move {
-            let mut recv = recv;
-            while let Ok(Some(frame)) = read_console_frame(&mut recv).await {
-                if tx.send(frame).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let reader = tokio::spawn(forward_console_frames(recv, tx));
         let mut buf = vec![0u8; CHUNK];
         let mut viewer_gone = false;
         loop {

@@ -265,7 +265,18 @@ pub(crate) async fn run(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<String, BackendError> {
-    let mut cmd = tokio::process::Command::new(tool);
+    run_program(Path::new(tool), tool, args, stdin, timeout).await
+}
+
+/// [`run`] for a program at a configured path; `tool` names it in errors.
+pub(crate) async fn run_program(
+    program: &Path,
+    tool: &'static str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<String, BackendError> {
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())

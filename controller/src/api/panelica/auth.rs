@@ -60,6 +60,23 @@ impl Caller {
     }
 }
 
+/// The request body exactly as signed and buffered (up to `body_limit`): handlers that read it
+/// whole take it here, past axum's default body limit.
+#[derive(Debug, Clone)]
+pub struct SignedBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedBody {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<SignedBody>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("MISSING_API_KEY", "this endpoint needs a signed request"))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
@@ -103,18 +120,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The backend path a signature covers: `/v1/…` after the mount point (and any base path),
 /// percent-decoded.
 pub fn backend_path(path: &str) -> String {
-    let rest = match path.find(PREFIX) {
-        Some(i) => &path[i + PREFIX.len()..],
-        None => path,
-    };
-    percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(raw_backend_path(path)).decode_utf8_lossy().into_owned()
 }
 
 /// The backend path as sent (not decoded).
-pub fn raw_backend_path(path: &str) -> String {
+pub fn raw_backend_path(path: &str) -> &str {
     match path.find(PREFIX) {
-        Some(i) => path[i + PREFIX.len()..].to_string(),
-        None => path.to_string(),
+        Some(i) => &path[i + PREFIX.len()..],
+        None => path,
     }
 }
 
@@ -203,7 +216,7 @@ async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> R
         multipart,
     };
     let verified = signed.verify(&secret, &signature)
-        || (raw_path != path && Signed { path: &raw_path, ..signed }.verify(&secret, &signature));
+        || (raw_path != path && Signed { path: raw_path, ..signed }.verify(&secret, &signature));
     if !verified {
         tracing::info!(key = %key.key_prefix(), method = %parts.method, %path, "external API: bad signature");
         return Err(ApiError::unauthorized("INVALID_SIGNATURE", "invalid signature").details(
@@ -258,6 +271,7 @@ async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> R
         }
     });
     parts.extensions.insert(Caller { key });
+    parts.extensions.insert(SignedBody(bytes.clone()));
     Ok((Request::from_parts(parts, Body::from(bytes)), usage))
 }
 

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::auth::Caller;
+use super::auth::{Caller, SignedBody};
 use super::node::{self, NodeChoice};
 use super::{ok, ok_with, ApiError};
 use crate::api::AppState;
@@ -263,13 +263,6 @@ impl WriteBody {
 
 /// The request body, up to the family's `body_limit` (axum's own 2 MB default would cut a file
 /// write short; the signature check has buffered it already).
-async fn body_of(state: &AppState, request: axum::extract::Request) -> Result<Bytes, ApiError> {
-    let limit = state.external.settings.body_limit;
-    axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("request body over {limit} bytes"))
-    })
-}
-
 fn parse<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -314,10 +307,10 @@ pub async fn write(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FilesQuery>,
-    request: axum::extract::Request,
+    SignedBody(body): SignedBody,
 ) -> Result<Json<Value>, ApiError> {
     allow(&caller, "files:write")?;
-    let b: WriteBody = parse(&body_of(&state, request).await?)?;
+    let b: WriteBody = parse(&body)?;
     let path = b.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad("path is required"))?;
     if b.content.is_none() {
         return Err(ApiError::bad("content is required"));
@@ -336,10 +329,10 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FilesQuery>,
-    request: axum::extract::Request,
+    SignedBody(body): SignedBody,
 ) -> Result<impl IntoResponse, ApiError> {
     allow(&caller, "files:write")?;
-    let b: WriteBody = parse(&body_of(&state, request).await?)?;
+    let b: WriteBody = parse(&body)?;
     let parent = b.path.clone().unwrap_or_default();
     let name = b.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad("name is required"))?;
     let kind = match b.kind.as_deref().unwrap_or("file").to_ascii_lowercase().as_str() {
@@ -391,10 +384,10 @@ pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FilesQuery>,
-    request: axum::extract::Request,
+    SignedBody(body): SignedBody,
 ) -> Result<Json<Value>, ApiError> {
     allow(&caller, "files:delete")?;
-    let b: DeleteBody = parse(&body_of(&state, request).await?)?;
+    let b: DeleteBody = parse(&body)?;
     let mut paths = b.paths.clone();
     paths.extend(b.path.clone().into_iter().chain(q.path.clone()).filter(|p| !p.is_empty()));
     if paths.is_empty() {

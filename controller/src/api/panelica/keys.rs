@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::auth::Caller;
-use super::{blocking, ok, ok_with, spec, ApiError};
+use super::{blocking, ok, ok_with, rfc3339, spec, ApiError};
 use crate::api::AppState;
 use crate::store::{ApiKeyChange, ApiKeyRecord, KeyEnvironment, NewApiKey, RateTier};
 
@@ -18,10 +18,6 @@ use crate::store::{ApiKeyChange, ApiKeyRecord, KeyEnvironment, NewApiKey, RateTi
 pub const MANAGE: &str = "*:*";
 /// Longest expiry a key may be given, in days (ten years).
 const MAX_DAYS: u32 = 3650;
-
-fn iso(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
 
 /// A key as listed.
 pub fn key_json(k: &ApiKeyRecord) -> Value {
@@ -34,9 +30,9 @@ pub fn key_json(k: &ApiKeyRecord) -> Value {
         "ip_whitelist": k.ip_allow,
         "environment": k.environment.as_str(),
         "is_active": k.enabled,
-        "expires_at": k.expires_at.map(iso),
-        "last_used_at": k.last_used_at.map(iso),
-        "created_at": iso(k.created_at),
+        "expires_at": k.expires_at.map(rfc3339),
+        "last_used_at": k.last_used_at.map(rfc3339),
+        "created_at": rfc3339(k.created_at),
         "user_id": k.user_id,
         "username": k.username,
     })

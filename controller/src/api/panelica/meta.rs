@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::auth::Caller;
-use super::{ok, rate, ApiError};
+use super::{ok, rate, rfc3339, ApiError};
 use crate::api::AppState;
 use crate::store::Role;
 
@@ -44,7 +44,6 @@ pub fn role_name(role: Role) -> &'static str {
 /// `GET /v1/me`: the calling key (any valid key may ask).
 pub async fn me(caller: Caller) -> Json<Value> {
     let k = &caller.key;
-    let iso = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     ok(json!({
         "key_id": k.id,
         "key_prefix": k.key_prefix(),
@@ -53,7 +52,7 @@ pub async fn me(caller: Caller) -> Json<Value> {
         "rate_limit_tier": k.tier.as_str(),
         "environment": k.environment.as_str(),
         "status": "active",
-        "expires_at": k.expires_at.map(iso),
+        "expires_at": k.expires_at.map(rfc3339),
         "ip_whitelist": k.ip_allow,
         "user": { "id": k.user_id, "username": k.username, "role": role_name(k.role) },
     }))
@@ -72,7 +71,7 @@ pub async fn rate_limit(caller: Caller, State(state): State<AppState>) -> Result
         "burst_size": limits.map(|l| json!(l.burst)).unwrap_or(Value::Null),
         "current_minute_usage": usage.minute,
         "current_hour_usage": usage.hour,
-        "reset_at": reset.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "reset_at": rfc3339(reset),
     })))
 }
 

@@ -158,6 +158,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A time as this family writes it: RFC 3339 (`2026-03-07T12:00:00Z`).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 /// A success answer: `{"status": "success", "data": …}`.
 pub fn ok(data: Value) -> Json<Value> {
     Json(json!({ "status": "success", "data": data }))

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::{ok, ApiError, PREFIX};
+use super::{ok, rfc3339, ApiError, PREFIX};
 use crate::api::AppState;
 
 /// Every scope of the API (`resource:action`); `resource:*` and `*:*` widen them.
@@ -430,14 +430,14 @@ fn path_params(path: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The base URL callers reached this family at (`…/api/external`).
+/// The base URL callers reached this family at: `…/api/external`, or the root of the family's
+/// own listener when called there at `/v1/…`.
 fn base(headers: &HeaderMap, path: &str) -> String {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let scheme = header("x-forwarded-proto").unwrap_or("http");
-    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or("127.0.0.1");
-    match path.find(PREFIX) {
-        Some(i) => format!("{scheme}://{host}{}", &path[..i + PREFIX.len()]),
-        None => format!("{scheme}://{host}"),
+    let root = crate::api::install::base_url(headers, path);
+    if path.contains(PREFIX) {
+        format!("{root}{PREFIX}")
+    } else {
+        root
     }
 }
 
@@ -481,7 +481,7 @@ pub async fn api_spec(headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Json
         "description": "HMAC-SHA256 signed: METHOD + /v1 PATH[?query] + TIMESTAMP + BODY",
         "version": "v1",
         "panel_version": env!("CARGO_PKG_VERSION"),
-        "generated_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "generated_at": rfc3339(OffsetDateTime::now_utc()),
         "base_url": format!("{}/v1", base(&headers, uri.path())),
         "auth": {
             "type": "HMAC-SHA256",

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::auth::Caller;
-use super::{blocking, ok, ok_with, ApiError};
+use super::{blocking, ok, ok_with, rfc3339, ApiError};
 use crate::api::AppState;
 use crate::store::{DeliveryRecord, DestinationType, NewWebhook, WebhookChange, WebhookRecord};
 use crate::webhooks::{destinations, events};
@@ -32,12 +32,8 @@ pub const MAX_RETRY_DELAY: u32 = 86_400;
 /// Largest page of the logs.
 const MAX_LIMIT: u32 = 100;
 
-fn iso(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 fn iso_ms(ms: i64) -> String {
-    iso(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+    rfc3339(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH))
 }
 
 /// A webhook as listed: secrets of its destination masked, no HMAC secret.
@@ -55,8 +51,8 @@ pub fn webhook_json(w: &WebhookRecord) -> Value {
         "timeout_seconds": w.timeout_seconds,
         "is_active": w.enabled,
         "enabled": w.enabled,
-        "created_at": iso(w.created_at),
-        "updated_at": iso(w.updated_at),
+        "created_at": rfc3339(w.created_at),
+        "updated_at": rfc3339(w.updated_at),
     })
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flotilla_protocol::codec;
 use flotilla_protocol::containers::{ConsoleAccess, ConsoleFrame, ConsoleOpen, ContainerQuery};
-use flotilla_protocol::io::{read_console_frame, write_console_frame};
+use flotilla_protocol::io::{forward_console_frames, write_console_frame};
 use flotilla_protocol::rpc::RequestKind;
 use flotilla_protocol::NodeId;
 use serde::Deserialize;
@@ -260,16 +260,10 @@ fn viewer_frame(msg: Message) -> Option<ConsoleFrame> {
     }
 }
 
-async fn relay(mut socket: WebSocket, mut send: quinn::SendStream, mut recv: quinn::RecvStream, t: Ticket) {
+async fn relay(mut socket: WebSocket, mut send: quinn::SendStream, recv: quinn::RecvStream, t: Ticket) {
     // The node's frames are read in a task: a half-read frame must not be lost to `select!`.
     let (tx, mut from_node) = tokio::sync::mpsc::channel::<ConsoleFrame>(64);
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(frame)) = read_console_frame(&mut recv).await {
-            if tx.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    let reader = tokio::spawn(forward_console_frames(recv, tx));
     loop {
         tokio::select! {
             frame = from_node.recv() => match frame {

@@ -114,8 +114,7 @@ impl ServerCertVerifier for PinnedLeaf {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] =
-            ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref().try_into().unwrap_or([0; 32]);
+        let got: [u8; 32] = flotilla_protocol::token::fingerprint(end_entity);
         if got == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {

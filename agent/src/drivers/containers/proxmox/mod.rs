@@ -693,27 +693,10 @@ impl ContainerBackend for ProxmoxBackend {
         }
         let vmid = self.vmid(name).await?.to_string();
         log.log(format!("pct exec {vmid} -- chpasswd"));
-        let mut child = tokio::process::Command::new(pct)
-            .args(["exec", vmid.as_str(), "--", "chpasswd"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| BackendError::Spawn { tool: "pct", source })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt;
-            // A guest without chpasswd closes the pipe early; the exit status tells.
-            let _ = stdin.write_all(format!("root:{password}\n").as_bytes()).await;
-        }
-        let out = tokio::time::timeout(PCT_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| BackendError::Timeout { tool: "pct", secs: PCT_TIMEOUT.as_secs() })?
-            .map_err(|source| BackendError::Spawn { tool: "pct", source })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(BackendError::Exit { tool: "pct", code: out.status.code(), stderr });
-        }
+        // A guest without chpasswd closes the pipe early; the exit status tells.
+        let input = format!("root:{password}\n");
+        let args = ["exec", vmid.as_str(), "--", "chpasswd"];
+        super::lxc::run_program(pct, "pct", &args, Some(input.as_bytes()), PCT_TIMEOUT).await?;
         Ok(())
     }
 
