@@ -60,10 +60,21 @@ fn verify_hash(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+#[derive(Clone)]
+struct Cached {
+    identity: Identity,
+    password_hash: Option<String>,
+    at: Instant,
+}
+
 /// Checks credentials against the store (and PAM when built with it).
 pub struct Authenticator {
     store: Store,
-    cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    /// Verified credentials: the identity, the password hash it was checked against (None for
+    /// PAM), and when. A hit is re-checked against the store (one indexed read instead of an
+    /// argon2 run), so a user deleted or given a new password by another process (the CLI)
+    /// loses access at once.
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
     /// Argon2 verifications in flight. Each takes ~19 MiB and tens of milliseconds: unbounded, a
     /// burst of requests (or a brute-force attempt) would balloon memory and starve other work.
     hashing: tokio::sync::Semaphore,
@@ -111,21 +122,20 @@ impl Authenticator {
             h.update(password.as_bytes());
             h.finalize().into()
         };
-        if let Some(identity) = self.cached(&key) {
+        if let Some(identity) = self.cached(&key).await {
             return Ok(identity);
         }
         let _permit = self.hashing.acquire().await.map_err(|_| AuthError::Invalid)?;
         // Whoever held the permit before may have verified the same credentials.
-        if let Some(identity) = self.cached(&key) {
+        if let Some(identity) = self.cached(&key).await {
             return Ok(identity);
         }
         let store = self.store.clone();
         let (user, pass) = (username.to_string(), password.to_string());
-        let found = tokio::task::spawn_blocking(move || -> Result<Option<Identity>, StoreError> {
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<(Identity, String)>, StoreError> {
             match store.user(&user)? {
-                Some(u) => {
-                    Ok(verify_hash(&pass, &u.password_hash).then_some(Identity { username: u.username, role: u.role }))
-                }
+                Some(u) => Ok(verify_hash(&pass, &u.password_hash)
+                    .then(|| (Identity { username: u.username, role: u.role }, u.password_hash))),
                 None => {
                     // Spend the same argon2 work as for a real user, so response time does not
                     // tell which user names exist.
@@ -136,19 +146,34 @@ impl Authenticator {
         })
         .await
         .map_err(|_| AuthError::Invalid)??;
-        let identity = match found {
-            Some(identity) => identity,
-            None => self.verify_pam(username, password).await?,
+        let (identity, password_hash) = match found {
+            Some((identity, hash)) => (identity, Some(hash)),
+            None => (self.verify_pam(username, password).await?, None),
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-        cache.insert(key, (identity.clone(), Instant::now()));
+        cache.retain(|_, c| c.at.elapsed() < CACHE_TTL);
+        cache.insert(key, Cached { identity: identity.clone(), password_hash, at: Instant::now() });
         Ok(identity)
     }
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(identity, _)| identity.clone())
+    /// A cached identity still valid: within its TTL and, for a built-in user, with the same
+    /// password hash in the store now (the role is read afresh).
+    async fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
+        let hit = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(key).filter(|c| c.at.elapsed() < CACHE_TTL).cloned()
+        }?;
+        let Some(hash) = hit.password_hash else { return Some(hit.identity) };
+        let store = self.store.clone();
+        let name = hit.identity.username.clone();
+        let now = tokio::task::spawn_blocking(move || store.user(&name)).await.ok()?.ok()?;
+        match now {
+            Some(u) if u.password_hash == hash => Some(Identity { username: u.username, role: u.role }),
+            _ => {
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+                None
+            }
+        }
     }
 
     /// Forgets cached credentials (after a password change).
@@ -215,11 +240,15 @@ mod tests {
         assert!(matches!(auth.basic(None).await, Err(AuthError::Missing)));
         assert!(matches!(auth.basic(Some("Basic !!!")).await, Err(AuthError::Malformed)));
         assert!(matches!(auth.basic(Some("Bearer abc")).await, Err(AuthError::Missing)));
-        // A changed password takes effect once the cache is cleared.
+        // A password changed or a user deleted by another process (the CLI, with no cache to
+        // clear) takes effect at once, cached credentials or not.
         store.set_password_hash("admin", &hash_password("new").unwrap()).unwrap();
-        auth.clear_cache();
         assert!(auth.basic(Some(&header("admin", "pw:with:colons"))).await.is_err());
         assert!(auth.basic(Some(&header("admin", "new"))).await.is_ok());
+        store.create_user("second", &hash_password("pw2").unwrap(), Role::Admin).unwrap();
+        assert!(auth.basic(Some(&header("second", "pw2"))).await.is_ok());
+        store.delete_user("second").unwrap();
+        assert!(matches!(auth.basic(Some(&header("second", "pw2"))).await, Err(AuthError::Invalid)));
     }
 
     /// Real PAM: a throwaway system user checked through a dedicated service using pam_unix.

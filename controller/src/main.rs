@@ -304,6 +304,9 @@ enum UserCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Delete a user with their API keys, webhooks and sessions (refused while they own
+    /// virtual servers, and for the last administrator). Raises `user.deleted`.
+    Delete { username: String },
 }
 
 fn main() -> ExitCode {
@@ -570,6 +573,13 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
                 store.set_user_email(&username, Some(email))?;
                 println!("e-mail of {username:?} set to {email}");
             }
+            Ok(())
+        }
+        Command::User(UserCommand::Delete { username }) => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let store = Store::open(&data_dir)?;
+            let user = store.delete_user(&username)?;
+            println!("user {:?} ({}) deleted", user.username, user.role.as_str());
             Ok(())
         }
     }

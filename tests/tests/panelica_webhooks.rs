@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_tests::harness::{bin_dir, free_port, wait_for, Fleet, FleetOptions};
+use flotilla_tests::harness::{basic_header, bin_dir, free_port, wait_for, Fleet, FleetOptions};
 use flotilla_tests::panelica::{create_key, External};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -348,6 +348,54 @@ fn a_delivery_pending_at_a_controller_kill_is_delivered_once_after_restart() {
     assert_eq!(l["total"], 1);
     assert_eq!(l["data"][0]["status"], "success", "{l}");
     assert!(l["data"][0]["attempts"].as_u64() >= Some(2), "{l}");
+}
+
+/// Runs `flotilla-controller user …` against the running controller's data dir.
+fn user_command(fleet: &Fleet, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin_dir().join("flotilla-controller"))
+        .arg("--data-dir")
+        .arg(fleet.controller_data_dir())
+        .arg("user")
+        .args(args)
+        .env("FLOTILLA_PASSWORD", "correct horse battery")
+        .output()
+        .expect("flotilla-controller user")
+}
+
+#[test]
+fn users_added_and_deleted_by_the_cli_reach_the_running_controllers_webhooks() {
+    let fleet = loopback_fleet();
+    let ext = admin(&fleet);
+    let receiver = Receiver::start(&[]);
+    create_http(&ext, "users", &receiver.url("/users"), &["user.created", "user.deleted"], json!({}));
+    // Another process (the CLI) writes the user and its event into the store's outbox; the
+    // running controller's worker delivers it.
+    let out = user_command(&fleet, &["add", "carol", "--role", "viewer"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = receiver.wait_for(1, Duration::from_secs(20));
+    let created = got[0].json();
+    assert_eq!(created["type"], "user.created", "{created}");
+    assert_eq!(created["data"]["username"], "carol");
+    assert_eq!(created["data"]["role"], "viewer");
+    assert!(created["id"].as_str().is_some_and(|id| id.starts_with("evt_")), "{created}");
+
+    let carol = basic_header("carol", "correct horse battery");
+    assert_eq!(fleet.api.request("GET", "/api/v1/nodes", None, Some(&carol)).status, 200);
+    let out = user_command(&fleet, &["delete", "carol"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = receiver.wait_for(2, Duration::from_secs(20));
+    let deleted = got[1].json();
+    assert_eq!(deleted["type"], "user.deleted", "{deleted}");
+    assert_eq!(deleted["data"]["user_id"], created["data"]["user_id"]);
+    // A deleted user is gone: Basic auth of the multi-server API refuses them.
+    assert_eq!(fleet.api.request("GET", "/api/v1/nodes", None, Some(&carol)).status, 401);
+    let again = user_command(&fleet, &["delete", "carol"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("carol"), "{again:?}");
+    // The last administrator stays.
+    let last = user_command(&fleet, &["delete", &fleet.api.user]);
+    assert!(!last.status.success());
+    assert!(String::from_utf8_lossy(&last.stderr).contains("last administrator"), "{last:?}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod wireguard;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::webhooks::events;
 use flotilla_protocol::facts::HostFacts;
 use flotilla_protocol::metrics::MetricsSample;
 use flotilla_protocol::NodeId;
@@ -40,7 +41,7 @@ pub use vps::{
     template_from_text, template_to_text, NewServer, OsRecord, ServerRecord, ServerStatus, TariffRecord, TaskRecord,
 };
 pub use webhooks::{
-    now_ms, subscribes, AttemptOutcome, Audience, DeliveryRecord, DeliveryState, Destination, DestinationType,
+    iso_ms, now_ms, subscribes, AttemptOutcome, Audience, DeliveryRecord, DeliveryState, Destination, DestinationType,
     DueDelivery, NewEvent, NewWebhook, WebhookChange, WebhookRecord, WebhookStats,
 };
 pub use wireguard::{
@@ -227,20 +228,55 @@ impl Store {
         Ok(self.conn().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    /// Adds a user with an already computed argon2id PHC hash.
+    /// Adds a user with an already computed argon2id PHC hash, and queues `user.created` for
+    /// the webhooks in the same transaction (whichever API or command made the user).
     pub fn create_user(&self, username: &str, password_hash: &str, role: Role) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        let res = conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let res = tx.execute(
             "INSERT INTO users (username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![username, password_hash, role.as_str(), unix(OffsetDateTime::now_utc())],
         );
         match res {
-            Ok(_) => Ok(conn.last_insert_rowid()),
+            Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                Err(StoreError::Conflict(format!("user {username:?}")))
+                return Err(StoreError::Conflict(format!("user {username:?}")));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        let id = tx.last_insert_rowid();
+        let data = serde_json::json!({ "user_id": id, "username": username, "role": role.as_str() });
+        webhooks::enqueue_event(&tx, &NewEvent::new(events::USER_CREATED, data), &Audience::Fleet)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Deletes a user with their API keys, webhooks and sessions, and queues `user.deleted`.
+    /// Refused while they own virtual servers (those are guests on nodes: delete them first)
+    /// and for the last administrator.
+    pub fn delete_user(&self, username: &str) -> Result<UserRecord, StoreError> {
+        let user = self.user(username)?.ok_or_else(|| StoreError::NotFound(format!("user {username:?}")))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let servers: i64 =
+            tx.query_row("SELECT COUNT(*) FROM vps_servers WHERE user_id = ?1", params![user.id], |r| r.get(0))?;
+        if servers > 0 {
+            return Err(StoreError::Conflict(format!(
+                "user {username:?} owns {servers} virtual server(s); delete them first"
+            )));
+        }
+        if user.role == Role::Admin {
+            let admins: i64 = tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| r.get(0))?;
+            if admins <= 1 {
+                return Err(StoreError::Conflict(format!("user {username:?} is the last administrator")));
+            }
+        }
+        tx.execute("DELETE FROM api_sessions WHERE username = ?1", params![username])?;
+        tx.execute("DELETE FROM users WHERE id = ?1", params![user.id])?;
+        let data = serde_json::json!({ "user_id": user.id, "username": username, "role": user.role.as_str() });
+        webhooks::enqueue_event(&tx, &NewEvent::new(events::USER_DELETED, data), &Audience::Fleet)?;
+        tx.commit()?;
+        Ok(user)
     }
 
     /// Replaces a user's password hash. Returns false if there is no such user.

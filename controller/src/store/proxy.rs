@@ -9,7 +9,11 @@ use flotilla_protocol::NodeId;
 use rusqlite::{params, OptionalExtension, Transaction};
 use time::OffsetDateTime;
 
+use serde_json::json;
+
+use super::webhooks::{enqueue_event, iso_ms, Audience, NewEvent};
 use super::{from_unix, unix, Store, StoreError};
+use crate::webhooks::events;
 
 /// An inbound as stored. Its id is numbered per node, as a 3x-ui panel numbers its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -651,15 +655,44 @@ impl Store {
     }
 
     /// Records which clients of `node` its agent has cut off (replacing the previous report).
+    /// Clients newly cut raise `quota.exhausted` or `client.expired` in the same transaction.
     pub fn set_cut_offs(&self, node: NodeId, cut: &[(String, CutOff)]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let before: HashMap<String, String> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT email, cut_off FROM clients WHERE node_id = ?1 AND cut_off IS NOT NULL")?;
+            let rows = stmt.query_map(params![node.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
         tx.execute("UPDATE clients SET cut_off = NULL WHERE node_id = ?1 AND cut_off IS NOT NULL", params![node.0])?;
         for (email, why) in cut {
-            tx.execute(
+            let why_text = cut_off_str(*why);
+            let changed = tx.execute(
                 "UPDATE clients SET cut_off = ?3 WHERE node_id = ?1 AND email = ?2",
-                params![node.0, email, cut_off_str(*why)],
+                params![node.0, email, why_text],
             )?;
+            if changed == 0 || before.get(email).map(String::as_str) == Some(why_text) {
+                continue;
+            }
+            let (up, down, total_bytes, expiry_ms): (i64, i64, i64, i64) = tx.query_row(
+                "SELECT up, down, total_bytes, expiry_ms FROM clients WHERE node_id = ?1 AND email = ?2",
+                params![node.0, email],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            let (kind, data) = match why {
+                CutOff::Depleted => (
+                    events::QUOTA_EXHAUSTED,
+                    json!({ "node_id": node.0, "client_type": "proxy", "client": email,
+                            "used_bytes": up + down, "quota_bytes": total_bytes }),
+                ),
+                CutOff::Expired => (
+                    events::CLIENT_EXPIRED,
+                    json!({ "node_id": node.0, "client_type": "proxy", "client": email,
+                            "expired_at": iso_ms(expiry_ms) }),
+                ),
+            };
+            enqueue_event(&tx, &NewEvent::new(kind, data), &Audience::Fleet)?;
         }
         tx.commit()?;
         Ok(())
@@ -778,5 +811,33 @@ mod tests {
         assert_eq!(s.reset_traffic(node, None, Some(&[c.row])).unwrap(), 1);
         let c = &s.clients(Some(node), None).unwrap()[0];
         assert_eq!((c.up, c.down, c.reset_generation), (0, 0, 1));
+    }
+
+    #[test]
+    fn clients_newly_cut_off_raise_quota_and_expiry_events_once() {
+        use crate::store::webhooks::tests::{hook, queued};
+        use crate::store::Role;
+        let (_d, s, node) = setup();
+        let admin = s.create_user("root", "x", Role::Admin).unwrap();
+        hook(&s, admin, &["quota.exhausted", "client.expired"]);
+        let mut a = client("a@x");
+        a.total_bytes = 1000;
+        s.create_inbound(node, &inbound(443), &[a, client("b@x")]).unwrap();
+        let cut = [("a@x".to_string(), CutOff::Depleted), ("b@x".to_string(), CutOff::Expired)];
+        s.set_cut_offs(node, &cut).unwrap();
+        let events = queued(&s);
+        let kinds: Vec<_> =
+            events.iter().map(|e| (e["type"].as_str().unwrap(), e["data"]["client"].as_str().unwrap())).collect();
+        assert_eq!(kinds, [("quota.exhausted", "a@x"), ("client.expired", "b@x")]);
+        assert_eq!(events[0]["data"]["quota_bytes"], 1000);
+        // The same report again raises nothing; a change of reason does.
+        s.set_cut_offs(node, &cut).unwrap();
+        assert!(queued(&s).is_empty());
+        s.set_cut_offs(node, &[("b@x".to_string(), CutOff::Depleted)]).unwrap();
+        let again = queued(&s);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["type"], "quota.exhausted");
+        assert_eq!(again[0]["data"]["client_type"], "proxy");
+        assert_eq!(again[0]["data"]["client"], "b@x");
     }
 }

@@ -8,7 +8,7 @@
 //! for no one, and a queued delivery survives a restart. Times of deliveries are Unix
 //! milliseconds.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -161,6 +161,22 @@ pub struct NewEvent {
     pub created_at_ms: i64,
 }
 
+impl NewEvent {
+    /// An event of `event_type` about `data`, raised now, with a fresh `evt_…` id.
+    pub fn new(event_type: &str, data: Value) -> NewEvent {
+        let created_at_ms = now_ms();
+        let id = format!("evt_{}", uuid::Uuid::new_v4());
+        let payload = serde_json::json!({
+            "id": id,
+            "type": event_type,
+            "created_at": iso_ms(created_at_ms),
+            "data": data,
+        })
+        .to_string();
+        NewEvent { id, event_type: event_type.to_string(), payload, created_at_ms }
+    }
+}
+
 /// One delivery as the logs show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
@@ -230,6 +246,14 @@ pub struct WebhookStats {
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Unix milliseconds as RFC 3339 (UTC).
+pub fn iso_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 const COLUMNS: &str = "w.id, w.user_id, u.username, w.name, w.destination_type, w.destination_config, w.events, \
@@ -311,6 +335,57 @@ fn json_text(v: &impl serde::Serialize) -> Result<String, StoreError> {
 /// Whether a webhook subscribed to `events` receives `event_type`.
 pub fn subscribes(events: &[String], event_type: &str) -> bool {
     events.iter().any(|e| e == "*" || e == event_type)
+}
+
+/// Queues `event` inside `tx` (so it is raised only if what it reports is committed): one
+/// delivery per enabled webhook of `audience` subscribed to it.
+pub(crate) fn enqueue_event(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    audience: &Audience,
+) -> Result<Vec<String>, StoreError> {
+    let targets: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT w.id, w.events, w.user_id, u.role FROM webhooks w JOIN users u ON u.id = w.user_id \
+                 WHERE w.enabled = 1 OR w.id = ?1",
+        )?;
+        let only = match audience {
+            Audience::Webhook(id) => Some(id.as_str()),
+            _ => None,
+        };
+        let rows = stmt
+            .query_map(params![only], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .filter(|(id, events, user_id, role)| match audience {
+                Audience::Webhook(only) => id == only,
+                Audience::Fleet => {
+                    matches!(role.as_str(), "admin" | "operator")
+                        && serde_json::from_str::<Vec<String>>(events).is_ok_and(|e| subscribes(&e, &event.event_type))
+                }
+                Audience::User(owner) => {
+                    (role == "admin" || user_id == owner)
+                        && serde_json::from_str::<Vec<String>>(events).is_ok_and(|e| subscribes(&e, &event.event_type))
+                }
+            })
+            .map(|(id, ..)| id)
+            .collect()
+    };
+    let mut ids = Vec::with_capacity(targets.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, next_attempt_at, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?;
+        for hook in targets {
+            let id = uuid::Uuid::new_v4().to_string();
+            insert.execute(params![id, hook, event.id, event.event_type, event.payload, event.created_at_ms])?;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 impl Store {
@@ -424,55 +499,12 @@ impl Store {
         Ok(self.conn().execute("DELETE FROM webhooks WHERE id = ?1", params![id])? > 0)
     }
 
-    /// Queues `event` for every enabled webhook of `audience` subscribed to its type (or, for
-    /// [`Audience::Webhook`], for that webhook only), in one transaction. Returns the ids of
-    /// the queued deliveries.
+    /// Queues `event` for every enabled webhook of `audience` subscribed to it; returns the
+    /// deliveries' ids.
     pub fn enqueue_webhook_event(&self, event: &NewEvent, audience: &Audience) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let targets: Vec<String> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT w.id, w.events, w.user_id, u.role FROM webhooks w JOIN users u ON u.id = w.user_id \
-                 WHERE w.enabled = 1 OR w.id = ?1",
-            )?;
-            let only = match audience {
-                Audience::Webhook(id) => Some(id.as_str()),
-                _ => None,
-            };
-            let rows = stmt
-                .query_map(params![only], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .filter(|(id, events, user_id, role)| match audience {
-                    Audience::Webhook(only) => id == only,
-                    Audience::Fleet => {
-                        matches!(role.as_str(), "admin" | "operator")
-                            && serde_json::from_str::<Vec<String>>(events)
-                                .is_ok_and(|e| subscribes(&e, &event.event_type))
-                    }
-                    Audience::User(owner) => {
-                        (role == "admin" || user_id == owner)
-                            && serde_json::from_str::<Vec<String>>(events)
-                                .is_ok_and(|e| subscribes(&e, &event.event_type))
-                    }
-                })
-                .map(|(id, ..)| id)
-                .collect()
-        };
-        let mut ids = Vec::with_capacity(targets.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, next_attempt_at, \
-                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?;
-            for hook in targets {
-                let id = uuid::Uuid::new_v4().to_string();
-                insert.execute(params![id, hook, event.id, event.event_type, event.payload, event.created_at_ms])?;
-                ids.push(id);
-            }
-        }
+        let ids = enqueue_event(&tx, event, audience)?;
         tx.commit()?;
         Ok(ids)
     }
@@ -676,12 +708,19 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Role;
     use serde_json::json;
 
-    fn hook(store: &Store, user: i64, events: &[&str]) -> WebhookRecord {
+    /// Payloads of every delivery queued since the last call (claiming them).
+    pub(crate) fn queued(store: &Store) -> Vec<Value> {
+        let due = store.claim_webhook_deliveries(i64::MAX / 2, 1000, 60_000).unwrap();
+        due.iter().map(|d| serde_json::from_str::<Value>(&d.payload).unwrap()).collect()
+    }
+
+    /// An enabled HTTP webhook of `user` subscribed to `events`.
+    pub(crate) fn hook(store: &Store, user: i64, events: &[&str]) -> WebhookRecord {
         let config = json!({ "url": "http://127.0.0.1:9/h", "method": "POST", "headers": {} });
         let new = NewWebhook {
             user_id: user,
@@ -740,5 +779,51 @@ mod tests {
         assert_eq!((total, page.len()), (3, 3));
         assert!(store.delete_webhook(&a.id).unwrap());
         assert_eq!(store.webhook_deliveries(&a.id, 1, 10).unwrap().1, 0);
+    }
+
+    #[test]
+    fn users_made_and_deleted_anywhere_raise_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let admin = store.create_user("root", "x", Role::Admin).unwrap();
+        hook(&store, admin, &["user.created", "user.deleted"]);
+        let bob = store.create_user("bob", "x", Role::Viewer).unwrap();
+        let created = queued(&store);
+        assert_eq!(created.len(), 1, "the admin's own creation came before the webhook");
+        assert_eq!(created[0]["data"], json!({ "user_id": bob, "username": "bob", "role": "viewer" }));
+        assert!(created[0]["id"].as_str().unwrap().starts_with("evt_"));
+        assert!(store.create_user("bob", "x", Role::Viewer).is_err());
+        assert!(queued(&store).is_empty(), "a refused create raises nothing");
+
+        // Refusals: the last administrator, and a user who still has virtual servers.
+        let last = store.delete_user("root").unwrap_err().to_string();
+        assert!(last.contains("last administrator"), "{last}");
+        assert!(matches!(store.delete_user("nobody").unwrap_err(), StoreError::NotFound(_)));
+        let conn = store.conn();
+        conn.execute_batch(
+            "INSERT INTO vps_os (id, name, template, created_at) VALUES (1, 'busybox', 'busybox', 0);
+             INSERT INTO vps_tariffs (id, name, cores, memory_mib, disk_gb, created_at) VALUES (1, 'tiny', 1, 64, 1, 0);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO vps_servers (user_id, os_id, tariff_id, container, vmid, status, cores, memory_mib, disk_gb, \
+             created_at, updated_at) VALUES (?1, 1, 1, 'c1', 101, 'running', 1, 64, 1, 0, 0)",
+            params![bob],
+        )
+        .unwrap();
+        drop(conn);
+        let owns = store.delete_user("bob").unwrap_err().to_string();
+        assert!(owns.contains("owns 1 virtual server"), "{owns}");
+        store.conn().execute("DELETE FROM vps_servers", []).unwrap();
+
+        let own_hook = hook(&store, bob, &["*"]);
+        let deleted = store.delete_user("bob").unwrap();
+        assert_eq!(deleted.id, bob);
+        assert!(store.webhook(&own_hook.id).unwrap().is_none(), "their webhooks go with them");
+        let events = queued(&store);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["type"], "user.deleted");
+        assert_eq!(events[0]["data"]["username"], "bob");
+        assert!(store.user("bob").unwrap().is_none());
     }
 }

@@ -11,7 +11,11 @@ use flotilla_protocol::wireguard::{WgCutOff, WgInterfaceSpec, WgKey, WgPeerSpec,
 use flotilla_protocol::NodeId;
 use rusqlite::{params, OptionalExtension, Transaction};
 
+use serde_json::json;
+
+use super::webhooks::{enqueue_event, iso_ms, Audience, NewEvent};
 use super::{Store, StoreError};
+use crate::webhooks::events;
 use crate::wireguard::{AddressRange, KeyPair, SERVER_MTU};
 
 /// Why a WireGuard change is refused. The texts are CandyPanel's, which its clients show as is.
@@ -591,14 +595,40 @@ impl Store {
         {
             let mut mark = tx.prepare_cached(
                 "UPDATE wg_clients SET status = 0, cut_off = ?3
-                 WHERE public_key = ?2 AND status = 1 AND wg IN (SELECT wg FROM wg_interfaces WHERE node_id = ?1)",
+                 WHERE public_key = ?2 AND status = 1 AND wg IN (SELECT wg FROM wg_interfaces WHERE node_id = ?1)
+                 RETURNING name, wg, quota_bytes, used_down + used_up, expires_ms",
             )?;
             for (key, why) in cut {
-                let why = match why {
+                let why_text = match why {
                     WgCutOff::Quota => "quota",
                     WgCutOff::Expired => "expired",
                 };
-                changed += mark.execute(params![node.0, key.to_base64(), why])?;
+                let marked = mark
+                    .query_row(params![node.0, key.to_base64(), why_text], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((name, wg, quota, used, expires_ms)) = marked else { continue };
+                changed += 1;
+                let (kind, data) = match why {
+                    WgCutOff::Quota => (
+                        events::QUOTA_EXHAUSTED,
+                        json!({ "node_id": node.0, "client_type": "wireguard", "client": name, "interface": format!("wg{wg}"),
+                                "used_bytes": used, "quota_bytes": quota }),
+                    ),
+                    WgCutOff::Expired => (
+                        events::CLIENT_EXPIRED,
+                        json!({ "node_id": node.0, "client_type": "wireguard", "client": name, "interface": format!("wg{wg}"),
+                                "expired_at": iso_ms(expires_ms) }),
+                    ),
+                };
+                enqueue_event(&tx, &NewEvent::new(kind, data), &Audience::Fleet)?;
             }
         }
         if changed > 0 {
@@ -716,9 +746,16 @@ mod tests {
         let c1 = store.wg_client("c1").unwrap().unwrap();
         assert_eq!((c1.used_down, c1.used_up), (10, 20), "node b has no such peer");
 
+        let admin = store.create_user("root", "x", crate::store::Role::Admin).unwrap();
+        crate::store::webhooks::tests::hook(&store, admin, &["quota.exhausted"]);
         let before = store.wg_state(a).unwrap().revision;
         assert!(store.record_wg_cut_offs(a, &[(key, WgCutOff::Quota)]).unwrap());
         assert!(!store.record_wg_cut_offs(a, &[(key, WgCutOff::Quota)]).unwrap(), "already recorded");
+        let events = crate::store::webhooks::tests::queued(&store);
+        assert_eq!(events.len(), 1, "one event, not one per report");
+        let data = &events[0]["data"];
+        assert_eq!((data["client"].as_str(), data["interface"].as_str()), (Some("c1"), Some("wg0")));
+        assert_eq!((data["used_bytes"].as_i64(), data["client_type"].as_str()), (Some(30), Some("wireguard")));
         let c1 = store.wg_client("c1").unwrap().unwrap();
         assert_eq!((c1.status, c1.cut_off.as_deref()), (false, Some("quota")));
         assert!(store.wg_state(a).unwrap().revision > before);

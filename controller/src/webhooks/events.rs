@@ -37,14 +37,23 @@ pub const SERVICE_FAILED: &str = "system.service_failed";
 pub const DISK_WARNING: &str = "system.disk_warning";
 /// `vps.alert`.
 pub const VPS_ALERT: &str = "vps.alert";
+/// `user.created`.
+pub const USER_CREATED: &str = "user.created";
+/// `user.deleted`.
+pub const USER_DELETED: &str = "user.deleted";
+/// `quota.exhausted`: a proxy or WireGuard client used up its traffic quota and its node's
+/// agent cut it off.
+pub const QUOTA_EXHAUSTED: &str = "quota.exhausted";
+/// `client.expired`: a proxy or WireGuard client passed its expiry and was cut off.
+pub const CLIENT_EXPIRED: &str = "client.expired";
 
 /// Every event a webhook may subscribe to, by category.
 pub static CATALOGUE: &[Category] = &[
     Category {
         name: "User Events",
         events: &[
-            ev("user.created", "Triggered when a new user is created", false),
-            ev("user.deleted", "Triggered when a user is deleted", false),
+            ev(USER_CREATED, "Triggered when a new user is created", true),
+            ev(USER_DELETED, "Triggered when a user is deleted", true),
         ],
     },
     Category {
@@ -78,6 +87,17 @@ pub static CATALOGUE: &[Category] = &[
         ],
     },
     Category {
+        name: "Traffic Events",
+        events: &[
+            ev(
+                QUOTA_EXHAUSTED,
+                "Triggered when a proxy or WireGuard client uses up its traffic quota and is cut off",
+                true,
+            ),
+            ev(CLIENT_EXPIRED, "Triggered when a proxy or WireGuard client passes its expiry and is cut off", true),
+        ],
+    },
+    Category {
         name: "VPS Events",
         events: &[ev(VPS_ALERT, "Triggered when a VPS passes its CPU, memory or disk alert threshold", true)],
     },
@@ -102,6 +122,10 @@ pub fn title(event_type: &str) -> String {
         SERVICE_FAILED => "Service failed".into(),
         DISK_WARNING => "Disk warning".into(),
         VPS_ALERT => "VPS alert".into(),
+        USER_CREATED => "User created".into(),
+        USER_DELETED => "User deleted".into(),
+        QUOTA_EXHAUSTED => "Quota exhausted".into(),
+        CLIENT_EXPIRED => "Client expired".into(),
         other => other.to_string(),
     }
 }
@@ -125,6 +149,8 @@ mod tests {
             "node.online",
             "node.offline",
             "vps.alert",
+            "quota.exhausted",
+            "client.expired",
         ] {
             assert_eq!(all().filter(|e| *e == t).count(), 1, "{t}");
         }

@@ -12,6 +12,9 @@
 //!
 //! A listener turns the fleet's host events (`node.online`, `node.offline`,
 //! `system.service_failed`, `system.disk_warning`) and the VPS alerts (`vps.alert`) into events.
+//! Events about stored changes (`user.created`, `user.deleted`, `quota.exhausted`,
+//! `client.expired`) are queued by the store in the transaction of the change itself, so they
+//! are raised whichever process made it; the worker finds them at its next look (≤ 5 s).
 
 pub mod destinations;
 pub mod events;
@@ -91,13 +94,6 @@ impl std::fmt::Debug for Webhooks {
     }
 }
 
-fn iso_ms(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Wait before the retry that follows `attempts_done` failed attempts.
 pub fn backoff_ms(retry_delay_seconds: u32, attempts_done: u32) -> i64 {
     let base = i64::from(retry_delay_seconds) * 1000;
@@ -134,17 +130,13 @@ impl Webhooks {
     /// Queues an event of `event_type` with `data` for every enabled webhook of `audience`
     /// subscribed to it (blocking: call from the blocking pool or [`Webhooks::emit_async`]).
     pub fn emit(&self, event_type: &str, data: Value, audience: Audience) -> Result<Emitted, StoreError> {
-        let created_at_ms = now_ms();
-        let event_id = format!("evt_{}", uuid::Uuid::new_v4());
-        let payload = json!({ "id": event_id, "type": event_type, "created_at": iso_ms(created_at_ms), "data": data })
-            .to_string();
-        let event = NewEvent { id: event_id.clone(), event_type: event_type.to_string(), payload, created_at_ms };
+        let event = NewEvent::new(event_type, data);
         let deliveries = self.store.enqueue_webhook_event(&event, &audience)?;
         if !deliveries.is_empty() {
-            tracing::debug!(event = %event_type, id = %event_id, webhooks = deliveries.len(), "webhook event queued");
+            tracing::debug!(event = %event_type, id = %event.id, webhooks = deliveries.len(), "webhook event queued");
             self.wake.notify_one();
         }
-        Ok(Emitted { event_id, deliveries, created_at_ms })
+        Ok(Emitted { event_id: event.id, deliveries, created_at_ms: event.created_at_ms })
     }
 
     /// [`Webhooks::emit`] from async code; failures are logged (an event must never fail

@@ -291,7 +291,7 @@ async fn update_setting(state: &AppState, fields: &Fields) -> Result<Done, Candy
     let mut values = vec![(key.clone(), value.trim().to_string())];
     if key == "reset_time" {
         let hours: f64 = value.trim().parse().unwrap_or(0.0);
-        let next = if hours > 0.0 { super::now_ms() / 1000 + (hours * 3600.0) as i64 } else { 0 };
+        let next = if hours > 0.0 { crate::store::now_ms() / 1000 + (hours * 3600.0) as i64 } else { 0 };
         values.push(("next_reset_at".into(), next.to_string()));
     }
     let store = state.store.clone();

@@ -304,11 +304,6 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// Now as the panel writes creation times: ISO 8601 UTC, second precision.
 pub(crate) fn now_iso() -> String {
     super::timestamp(time::OffsetDateTime::now_utc())

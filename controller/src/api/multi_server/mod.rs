@@ -28,6 +28,7 @@ use utoipa::ToSchema;
 use super::{timestamp, AppState};
 use crate::auth::{AuthError, Identity};
 use crate::fleet::FleetError;
+pub(crate) use crate::store::now_ms;
 use crate::store::StoreError;
 
 /// Routes of this family.
@@ -347,11 +348,6 @@ fn target_nodes(state: &AppState, ids: Option<&[i64]>) -> Result<Vec<crate::stor
         }
     }
     Ok(out)
-}
-
-/// Unix milliseconds now.
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Check that the API answers (public, no authentication).

@@ -11,12 +11,11 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::auth::Caller;
 use super::{blocking, ok, ok_with, rfc3339, ApiError};
 use crate::api::AppState;
-use crate::store::{DeliveryRecord, DestinationType, NewWebhook, WebhookChange, WebhookRecord};
+use crate::store::{iso_ms, DeliveryRecord, DestinationType, NewWebhook, WebhookChange, WebhookRecord};
 use crate::webhooks::{destinations, events};
 
 /// Scope of the reads.
@@ -31,10 +30,6 @@ pub const MAX_TIMEOUT: u32 = 120;
 pub const MAX_RETRY_DELAY: u32 = 86_400;
 /// Largest page of the logs.
 const MAX_LIMIT: u32 = 100;
-
-fn iso_ms(ms: i64) -> String {
-    rfc3339(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH))
-}
 
 /// A webhook as listed: secrets of its destination masked, no HMAC secret.
 pub fn webhook_json(w: &WebhookRecord) -> Value {

@@ -119,7 +119,7 @@ async fn act(state: &AppState, user: &Customer, server: &ServerRecord, op: Conta
         kind,
         container: server.container.clone(),
         state: TaskState::Running,
-        started_ms: crate::api::candy::now_ms() as u64,
+        started_ms: crate::store::now_ms() as u64,
         ended_ms: None,
         log: vec![],
     };
@@ -423,7 +423,7 @@ pub async fn create(
         kind: "vzcreate".into(),
         container: server.container.clone(),
         state: TaskState::Running,
-        started_ms: crate::api::candy::now_ms() as u64,
+        started_ms: crate::store::now_ms() as u64,
         ended_ms: None,
         log: vec![],
     };
