@@ -698,6 +698,9 @@ mod tests {
         assert!(Backoff { tries: 1, ..Backoff::default() }.delays().is_empty());
         let many = Backoff { tries: 100, first: Duration::from_secs(1), max: Duration::from_secs(60) };
         assert_eq!(many.delays().last(), Some(&Duration::from_secs(60)), "no overflow");
+        let b = Backoff::default();
+        assert_eq!((b.wait_after(1), b.wait_after(4)), (Some(Duration::from_secs(1)), Some(Duration::from_secs(8))));
+        assert_eq!(b.wait_after(5), None, "the fifth try was the last");
     }
 
     #[test]
