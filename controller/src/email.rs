@@ -1,17 +1,26 @@
-//! E-mail notifications (the VPS API's "Email Notifications"): an SMTP [`Mailer`] with a bounded
-//! queue and a background sender that retries with exponential backoff, and the VPS notifier that
-//! mails a server's owner when the server is ready and when it raises a critical resource alert.
+//! E-mail notifications (the VPS API's "Email Notifications"): an SMTP [`Mailer`] over a durable
+//! outbox in the store, and the VPS notifier that mails a server's owner when the server is ready
+//! and when it raises a critical resource alert.
 //!
 //! SMTP settings come from `SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASS` and `SMTP_FROM`,
 //! each overriding the same key of `[email]` in `controller.toml` (`host`, `port`, `user`, `pass`,
-//! `from`). No host: e-mail is off. STARTTLS is used when the server offers it, port 465 speaks
-//! TLS from the start, and credentials are sent only when a user is set.
+//! `from`). No host: e-mail is off and nothing is queued. STARTTLS is used when the server offers
+//! it, port 465 speaks TLS from the start, and credentials are sent only when a user is set.
 //!
 //! Other parts of the controller (payment reminders, support replies) call
-//! [`Mailer::notify`]; it never blocks and never fails the caller.
+//! [`Mailer::notify`]; it waits only for the mail's row in the store (written on the blocking
+//! pool), never for SMTP, and never fails the caller.
+//!
+//! Delivery: a mail is a row of `mail_outbox` first. A worker claims due rows (a few at once,
+//! each with a lease longer than an attempt), sends each through the [`Transport`] and records
+//! the outcome: sent, retried after the [`Backoff`]'s next wait, or failed for good after its last
+//! try (with the error). Rows claimed by a run that stopped mid-attempt are released at the next
+//! start, so nothing queued is lost across a restart or a crash. In the normal path (claim, send,
+//! record) a mail is sent once; a crash after the SMTP server accepted a mail but before the
+//! outcome was recorded sends it again after the restart (at least once, not exactly once).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lettre::message::header::ContentType;
@@ -19,10 +28,10 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, Notify, Semaphore};
 
 use crate::config::EmailConfig;
-use crate::store::{ServerRecord, Store};
+use crate::store::{now_ms, DueMail, MailOutcome, ServerRecord, Store};
 use crate::vps::VpsEvent;
 use crate::vps_alerts::{AlertLevel, ServerAlerts};
 
@@ -30,10 +39,19 @@ use crate::vps_alerts::{AlertLevel, ServerAlerts};
 pub const DEFAULT_PORT: u16 = 587;
 /// Default minimum time between two alert mails about one server.
 pub const DEFAULT_ALERT_INTERVAL: Duration = Duration::from_secs(3600);
-/// Notifications waiting to be sent; more are dropped (and logged).
-const QUEUE: usize = 256;
 /// Deliveries in flight at once.
 const CONCURRENT: usize = 4;
+/// One attempt is cut off after this long (the SMTP transport's own timeout is 30 s per step).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a claimed mail is left to its attempt before it may be claimed again: longer than
+/// [`ATTEMPT_TIMEOUT`], so one mail is never attempted twice at once.
+const LEASE: Duration = Duration::from_secs(120);
+/// Sent and failed mails are kept this long, then pruned.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often old mails are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The worker looks at the outbox at least this often, even when nothing wakes it.
+const IDLE: Duration = Duration::from_secs(60);
 /// How long a created server's address is waited for before the mail says "see the panel".
 const ADDRESS_WAIT: Duration = Duration::from_secs(30);
 
@@ -207,15 +225,38 @@ impl Default for Backoff {
 impl Backoff {
     /// The waits between attempts (one fewer than `tries`).
     pub fn delays(&self) -> Vec<Duration> {
-        (0..self.tries.saturating_sub(1))
-            .map(|i| self.first.saturating_mul(1u32.checked_shl(i).unwrap_or(u32::MAX)).min(self.max))
-            .collect()
+        (1..self.tries).filter_map(|attempt| self.wait_after(attempt)).collect()
+    }
+
+    /// The wait after failed attempt number `attempt` (from 1), or `None` when it was the last.
+    pub fn wait_after(&self, attempt: u32) -> Option<Duration> {
+        if attempt >= self.tries {
+            return None;
+        }
+        let doublings = attempt.saturating_sub(1);
+        Some(self.first.saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX)).min(self.max))
     }
 }
 
-/// Queues notifications and sends them in the background; off when no SMTP host is configured.
+/// Queues notifications in the store's outbox and sends them in the background; off when no SMTP
+/// host is configured.
 pub struct Mailer {
-    queue: Option<mpsc::Sender<Notification>>,
+    outbox: Option<Arc<Outbox>>,
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Unix milliseconds now (the store's times); tests pass a clock that follows tokio's paused time.
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// What the worker and the queueing side share.
+struct Outbox {
+    store: Store,
+    transport: Arc<dyn Transport>,
+    backoff: Backoff,
+    /// Something was queued, or an attempt ended (a slot is free).
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    now_ms: Clock,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -225,8 +266,9 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// A mailer for `settings`, or a disabled one (logged once) without a host. Needs a runtime.
-    pub fn start(settings: &EmailSettings) -> Arc<Mailer> {
+    /// A mailer for `settings` queueing in `store`, or a disabled one (logged once) without a
+    /// host. Needs a runtime; mails queued by an earlier run are sent too.
+    pub fn start(settings: &EmailSettings, store: Store) -> Arc<Mailer> {
         let Some(host) = settings.host.as_deref() else {
             tracing::info!("e-mail notifications are off (no SMTP_HOST / [email] host)");
             return Arc::new(Mailer::disabled());
@@ -234,7 +276,7 @@ impl Mailer {
         match Smtp::new(settings) {
             Ok(smtp) => {
                 tracing::info!(host, port = settings.port, from = %settings.sender(), "e-mail notifications on");
-                Mailer::with_transport(Arc::new(smtp), Backoff::default())
+                Mailer::with_transport(store, Arc::new(smtp), Backoff::default())
             }
             Err(e) => {
                 tracing::error!(error = %e, "e-mail notifications are off: the SMTP transport cannot be built");
@@ -243,81 +285,180 @@ impl Mailer {
         }
     }
 
-    /// A mailer that drops everything.
+    /// A mailer that drops everything (and queues nothing).
     pub fn disabled() -> Mailer {
-        Mailer { queue: None }
+        Mailer { outbox: None, worker: Mutex::new(None) }
     }
 
-    /// A mailer sending through `transport`, retrying per `backoff`.
-    pub fn with_transport(transport: Arc<dyn Transport>, backoff: Backoff) -> Arc<Mailer> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(sender(rx, transport, backoff));
-        Arc::new(Mailer { queue: Some(tx) })
+    /// A mailer queueing in `store` and sending through `transport`, retrying per `backoff`.
+    pub fn with_transport(store: Store, transport: Arc<dyn Transport>, backoff: Backoff) -> Arc<Mailer> {
+        Mailer::with_clock(store, transport, backoff, Arc::new(now_ms))
+    }
+
+    fn with_clock(store: Store, transport: Arc<dyn Transport>, backoff: Backoff, now_ms: Clock) -> Arc<Mailer> {
+        let outbox = Arc::new(Outbox {
+            store,
+            transport,
+            backoff,
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(CONCURRENT)),
+            now_ms,
+        });
+        let worker = tokio::spawn(outbox.clone().work());
+        Arc::new(Mailer { outbox: Some(outbox), worker: Mutex::new(Some(worker)) })
     }
 
     /// Whether mails are sent at all.
     pub fn enabled(&self) -> bool {
-        self.queue.is_some()
+        self.outbox.is_some()
     }
 
-    /// Queues `n` without waiting; returns whether it was queued (off, a full queue or a bad
-    /// address drop it, logged).
-    pub fn send(&self, n: Notification) -> bool {
-        let Some(queue) = &self.queue else { return false };
+    /// Stops the worker; mails queued or under way stay in the outbox for the next start.
+    pub fn stop(&self) {
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            worker.abort();
+        }
+    }
+
+    /// Queues `n` in the outbox (on the blocking pool, so the caller waits for the row only, never
+    /// for SMTP); returns whether it was queued. Off, a bad address or a store failure drop it,
+    /// logged: the caller never fails because of mail.
+    pub async fn send(&self, n: Notification) -> bool {
+        let Some(outbox) = &self.outbox else { return false };
         if let Err(e) = n.to.parse::<Mailbox>() {
             tracing::warn!(to = %n.to, error = %e, "e-mail not sent: bad recipient address");
             return false;
         }
-        match queue.try_send(n) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(n)) => {
-                tracing::warn!(to = %n.to, subject = %n.subject, "e-mail dropped: the queue is full");
+        let (store, now) = (outbox.store.clone(), (outbox.now_ms)());
+        let (to, subject) = (n.to.clone(), n.subject.clone());
+        let queued = tokio::task::spawn_blocking(move || store.enqueue_mail(&n.to, &n.subject, &n.body, now)).await;
+        match queued {
+            Ok(Ok(id)) => {
+                tracing::debug!(id, %to, %subject, "e-mail queued");
+                outbox.wake.notify_one();
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(%to, %subject, error = %e, "e-mail dropped: cannot queue it in the store");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(e) => {
+                tracing::error!(%to, %subject, error = %e, "e-mail dropped: the queueing task failed");
+                false
+            }
         }
     }
 
     /// The generic hook (payment reminders, support replies, …): queues a plain-text mail.
-    pub fn notify(&self, to: impl Into<String>, subject: impl Into<String>, body: impl Into<String>) -> bool {
-        self.send(Notification { to: to.into(), subject: subject.into(), body: body.into() })
+    pub async fn notify(&self, to: impl Into<String>, subject: impl Into<String>, body: impl Into<String>) -> bool {
+        self.send(Notification { to: to.into(), subject: subject.into(), body: body.into() }).await
     }
 }
 
-/// The background sender: each queued mail is delivered (a few at once) with retries.
-async fn sender(mut rx: mpsc::Receiver<Notification>, transport: Arc<dyn Transport>, backoff: Backoff) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT));
-    while let Some(n) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let transport = transport.clone();
-        tokio::spawn(async move {
-            deliver_with_retries(transport.as_ref(), &n, backoff).await;
-            drop(slot);
-        });
+impl Outbox {
+    async fn store_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        blocking(&self.store, f).await
     }
-}
 
-/// Tries to deliver `n` per `backoff`; returns whether it went out.
-pub async fn deliver_with_retries(transport: &dyn Transport, n: &Notification, backoff: Backoff) -> bool {
-    let mut delays = backoff.delays().into_iter();
-    let mut attempt = 1;
-    loop {
-        match transport.deliver(n).await {
-            Ok(()) => {
-                tracing::info!(to = %n.to, subject = %n.subject, attempt, "e-mail sent");
-                return true;
+    /// The worker: lifts the claims of the last run, then claims due mails while there are free
+    /// slots and sleeps until the next one is due (or something is queued, or a slot frees up).
+    async fn work(self: Arc<Self>) {
+        match self.store_call(|s| s.release_mail_claims()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(mails = n, "e-mails being sent at the last stop are tried again"),
+            Err(e) => tracing::error!(error = %e, "cannot release the e-mails of the last run"),
+        }
+        match self.store_call(|s| s.pending_mail_count()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pending = n, "e-mails queued before this start are sent now"),
+            Err(e) => tracing::warn!(error = %e, "cannot count the queued e-mails"),
+        }
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        loop {
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(tokio::time::Instant::now());
+                let before = (self.now_ms)() - RETENTION.as_millis() as i64;
+                match self.store_call(move |s| s.prune_mail(before)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(mails = n, "old sent and failed e-mails pruned"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune old e-mails"),
+                }
             }
-            Err(e) => match delays.next() {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                self.wake.notified().await;
+                continue;
+            }
+            let now = (self.now_ms)();
+            let due = match self.store_call(move |s| s.claim_due_mail(now, free, LEASE.as_millis() as i64)).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the due e-mails");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            let full = due.len() == free;
+            for mail in due {
+                // Only this loop takes slots, so the ones counted free are still free.
+                let Ok(slot) = self.slots.clone().acquire_owned().await else { return };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.attempt(mail).await;
+                    drop(slot);
+                    this.wake.notify_one();
+                });
+            }
+            if full {
+                // Slots were the limit: more may be due; wait for one to free up.
+                self.wake.notified().await;
+                continue;
+            }
+            let wait = match self.store_call(|s| s.next_mail_due()).await {
+                Ok(Some(at)) => Duration::from_millis((at - (self.now_ms)()).clamp(0, IDLE.as_millis() as i64) as u64),
+                Ok(None) | Err(_) => IDLE,
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+
+    /// One attempt of `mail`, and its record: sent, retried after the backoff's next wait, or
+    /// given up after its last try.
+    async fn attempt(&self, mail: DueMail) {
+        let n = Notification { to: mail.recipient, subject: mail.subject, body: mail.body };
+        let attempt = mail.attempts + 1;
+        let sent = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.transport.deliver(&n)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer in {}", humantime::format_duration(ATTEMPT_TIMEOUT))),
+        };
+        let outcome = match sent {
+            Ok(()) => {
+                tracing::info!(id = mail.id, to = %n.to, subject = %n.subject, attempt, "e-mail sent");
+                MailOutcome::Sent
+            }
+            Err(error) => match self.backoff.wait_after(attempt) {
                 Some(wait) => {
-                    tracing::warn!(to = %n.to, subject = %n.subject, attempt, error = %e, retry_in = ?wait, "e-mail not sent yet");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
+                    tracing::warn!(id = mail.id, to = %n.to, subject = %n.subject, attempt, %error, retry_in = ?wait, "e-mail not sent yet");
+                    MailOutcome::Retry { next_at_ms: (self.now_ms)() + wait.as_millis() as i64, error }
                 }
                 None => {
-                    tracing::error!(to = %n.to, subject = %n.subject, attempt, error = %e, "e-mail given up");
-                    return false;
+                    tracing::error!(id = mail.id, to = %n.to, subject = %n.subject, attempt, %error, "e-mail given up");
+                    MailOutcome::Failed { error }
                 }
             },
+        };
+        let (id, now) = (mail.id, (self.now_ms)());
+        if let Err(e) = self.store_call(move |s| s.record_mail_attempt(id, &outcome, now)).await {
+            // Its lease runs out and it is tried again (a sent mail may then arrive twice).
+            tracing::error!(id, error = %e, "cannot record an e-mail attempt");
         }
     }
 }
@@ -447,7 +588,7 @@ async fn on_created(store: Store, mailer: Arc<Mailer>, id: i64) {
         os: names.0,
         tariff: names.1,
     };
-    mailer.send(server_ready(&to, &created));
+    mailer.send(server_ready(&to, &created)).await;
 }
 
 /// Follows the nodes' reports and the alert hub, mailing owners: a server is ready, a server
@@ -491,7 +632,7 @@ pub fn spawn_vps_notifier(
                             let id = payload.server_id;
                             let Ok(Some(server)) = blocking(&store, move |s| s.server(id)).await else { return };
                             if let Some(to) = owner_email(&store, &server).await {
-                                mailer.send(critical_alerts(&to, &server.username, &payload, alert_interval));
+                                mailer.send(critical_alerts(&to, &server.username, &payload, alert_interval)).await;
                             }
                         });
                     }
@@ -557,6 +698,9 @@ mod tests {
         assert!(Backoff { tries: 1, ..Backoff::default() }.delays().is_empty());
         let many = Backoff { tries: 100, first: Duration::from_secs(1), max: Duration::from_secs(60) };
         assert_eq!(many.delays().last(), Some(&Duration::from_secs(60)), "no overflow");
+        let b = Backoff::default();
+        assert_eq!((b.wait_after(1), b.wait_after(4)), (Some(Duration::from_secs(1)), Some(Duration::from_secs(8))));
+        assert_eq!(b.wait_after(5), None, "the fifth try was the last");
     }
 
     #[test]
@@ -632,30 +776,106 @@ mod tests {
         }
     }
 
+    /// Never answers (an SMTP server that accepted the connection and hangs).
+    struct Hanging {
+        attempts: Mutex<u32>,
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Hanging {
+        async fn deliver(&self, _: &Notification) -> Result<(), String> {
+            *self.attempts.lock().unwrap() += 1;
+            std::future::pending().await
+        }
+    }
+
+    /// Unix ms that follow tokio's (paused) clock, so the outbox's retry times and the worker's
+    /// sleeps agree.
+    fn paused_clock() -> Clock {
+        let (base, wall) = (tokio::time::Instant::now(), now_ms());
+        Arc::new(move || wall + base.elapsed().as_millis() as i64)
+    }
+
+    fn open_store(dir: &std::path::Path) -> Store {
+        Store::open(dir).unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn delivery_is_retried_with_backoff_and_given_up_after_the_last_try() {
-        let n = Notification { to: "bob@example.com".into(), subject: "s".into(), body: "b".into() };
-        let flaky = Flaky { failures: 3, attempts: Mutex::new(vec![]) };
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let flaky = Arc::new(Flaky { failures: 3, attempts: Mutex::new(vec![]) });
+        let mailer = Mailer::with_clock(store.clone(), flaky.clone(), Backoff::default(), paused_clock());
         let t0 = tokio::time::Instant::now();
-        assert!(deliver_with_retries(&flaky, &n, Backoff::default()).await);
+        assert!(mailer.notify("bob@example.com", "s", "b").await);
+        tokio::time::sleep(Duration::from_secs(30)).await;
         let at: Vec<u64> = flaky.attempts.lock().unwrap().iter().map(|(t, _)| (*t - t0).as_secs()).collect();
         assert_eq!(at, vec![0, 1, 3, 7], "waits of 1, 2, 4 s");
+        let m = store.mail(1).unwrap().unwrap();
+        assert_eq!((m.state, m.attempts), (crate::store::MailState::Sent, 4));
+        mailer.stop();
 
-        let down = Flaky { failures: u32::MAX, attempts: Mutex::new(vec![]) };
-        assert!(!deliver_with_retries(&down, &n, Backoff::default()).await);
+        let down = Arc::new(Flaky { failures: u32::MAX, attempts: Mutex::new(vec![]) });
+        let mailer = Mailer::with_clock(store.clone(), down.clone(), Backoff::default(), paused_clock());
+        assert!(mailer.notify("carol@example.com", "s", "b").await);
+        tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(down.attempts.lock().unwrap().len(), 5);
+        let m = store.mail(2).unwrap().unwrap();
+        assert_eq!((m.state, m.attempts), (crate::store::MailState::Failed, 5));
+        assert_eq!(m.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(store.pending_mail_count().unwrap(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_mailer_queues_without_blocking_and_sends_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
         let flaky = Arc::new(Flaky { failures: 1, attempts: Mutex::new(vec![]) });
-        let mailer = Mailer::with_transport(flaky.clone(), Backoff::default());
-        assert!(mailer.notify("bob@example.com", "Payment due", "Please pay."));
-        assert!(!mailer.notify("not an address", "x", "y"), "a bad address is refused at once");
-        assert!(!Mailer::disabled().notify("bob@example.com", "x", "y"));
+        let mailer = Mailer::with_clock(store.clone(), flaky.clone(), Backoff::default(), paused_clock());
+        assert!(mailer.notify("bob@example.com", "Payment due", "Please pay.").await);
+        assert!(!mailer.notify("not an address", "x", "y").await, "a bad address is refused at once");
+        assert!(!Mailer::disabled().notify("bob@example.com", "x", "y").await);
+        let off = Mailer::start(&EmailSettings::default(), store.clone());
+        assert!(!off.enabled() && !off.notify("bob@example.com", "x", "y").await, "no host: nothing queued");
+        assert_eq!(store.pending_mail_count().unwrap(), 1);
         tokio::time::sleep(Duration::from_secs(5)).await;
         let attempts = flaky.attempts.lock().unwrap().clone();
         assert_eq!(attempts.len(), 2, "one failure, one retry");
         assert!(attempts.iter().all(|(_, to)| to == "bob@example.com"));
+        assert_eq!(store.pending_mail_count().unwrap(), 0);
+        assert!(store.mail(2).unwrap().is_none(), "only the good mail was queued");
+    }
+
+    #[test]
+    fn a_mail_under_way_when_the_process_dies_is_sent_once_after_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        // First run: the SMTP server hangs; the run ends (its runtime dropped) mid-attempt.
+        let hanging = Arc::new(Hanging { attempts: Mutex::new(0) });
+        runtime().block_on(async {
+            let store = open_store(dir.path());
+            let mailer = Mailer::with_clock(store.clone(), hanging.clone(), Backoff::default(), paused_clock());
+            assert!(mailer.notify("bob@example.com", "Your server #7 is ready", "Hello").await);
+            assert!(mailer.notify("carol@example.com", "Your server #8 is ready", "Hello").await);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(*hanging.attempts.lock().unwrap(), 2);
+            assert!(store.mail(1).unwrap().unwrap().claimed_until_ms.is_some(), "claimed while under way");
+        });
+        // Second run: both are due at once and go out once each.
+        let smtp = Arc::new(Flaky { failures: 0, attempts: Mutex::new(vec![]) });
+        runtime().block_on(async {
+            let store = open_store(dir.path());
+            assert_eq!(store.pending_mail_count().unwrap(), 2, "nothing lost");
+            let _mailer = Mailer::with_clock(store.clone(), smtp.clone(), Backoff::default(), paused_clock());
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert_eq!(store.pending_mail_count().unwrap(), 0);
+            for id in [1, 2] {
+                let m = store.mail(id).unwrap().unwrap();
+                assert_eq!((m.state, m.attempts), (crate::store::MailState::Sent, 1), "{m:?}");
+            }
+        });
+        let mut to: Vec<String> = smtp.attempts.lock().unwrap().iter().map(|(_, to)| to.clone()).collect();
+        to.sort();
+        assert_eq!(to, vec!["bob@example.com", "carol@example.com"], "each sent once");
     }
 }

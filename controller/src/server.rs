@@ -140,6 +140,8 @@ pub struct Running {
     notifier: Option<tokio::task::JoinHandle<()>>,
     /// The webhooks' delivery worker and event listener.
     webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The e-mail outbox's worker.
+    mailer: Arc<crate::email::Mailer>,
     stop_http: tokio::sync::oneshot::Sender<()>,
     /// Where the external API's own listener is bound, when configured.
     pub external_addr: Option<SocketAddr>,
@@ -229,7 +231,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         crate::api::candy::bot_db::write(&store, path)?;
     }
     let auth = Arc::new(Authenticator::new(store.clone(), settings.pam_service.clone()));
-    let mailer = crate::email::Mailer::start(&settings.email);
+    let mailer = crate::email::Mailer::start(&settings.email, store.clone());
     let vps_alerts = crate::vps_alerts::hub();
     // Subscribed before the Socket.IO pusher (which raises the alerts) starts.
     let notifier = mailer.enabled().then(|| {
@@ -259,7 +261,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         rollouts: crate::rollout::Rollouts::start(fleet.clone()),
         vps: Arc::new(settings.vps.clone()),
         vps_alerts,
-        mailer,
+        mailer: mailer.clone(),
         vps_consoles: Default::default(),
         external: Arc::new(api::panelica::ExternalApi::new(settings.external.clone())),
         webhooks: webhooks.clone(),
@@ -311,6 +313,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         socketio,
         notifier,
         webhooks,
+        mailer,
         stop_http,
         external_addr,
         external,
@@ -329,6 +332,7 @@ impl Running {
             external.abort();
         }
         self.webhooks.stop();
+        self.mailer.stop();
         self.fleet.shutdown().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http).await;
     }

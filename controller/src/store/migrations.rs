@@ -422,4 +422,25 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, created_at);
     CREATE INDEX webhook_deliveries_created ON webhook_deliveries(created_at);
     "#,
+    // 11: the e-mail outbox: a mail is a row before it is sent, so a restart loses nothing. Times
+    // in Unix milliseconds, like the webhook outbox.
+    r#"
+    CREATE TABLE mail_outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient       TEXT NOT NULL,
+        subject         TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+        -- Attempts that ended (a claim cut short by a crash is not counted).
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        -- Set while the worker attempts it (a lease); cleared at start-up.
+        claimed_until   INTEGER,
+        last_error      TEXT,
+        created_at      INTEGER NOT NULL,
+        sent_at         INTEGER
+    );
+    CREATE INDEX mail_outbox_due ON mail_outbox(state, next_attempt_at);
+    CREATE INDEX mail_outbox_created ON mail_outbox(created_at);
+    "#,
 ];

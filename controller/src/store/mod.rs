@@ -6,6 +6,7 @@ mod api_keys;
 mod bot;
 mod candy;
 mod history;
+mod mail;
 mod migrations;
 mod proxy;
 mod rollout;
@@ -30,6 +31,7 @@ pub use api_keys::{ApiKeyChange, ApiKeyRecord, KeyEnvironment, NewApiKey, RateTi
 pub use bot::{BotTransaction, BotUser, BotUserStatus, Decision, NewBotTransaction, PurchaseType, TransactionStatus};
 pub use candy::CANDY_SETTINGS;
 pub use history::HistoryPoint;
+pub use mail::{DueMail, MailOutcome, MailRecord, MailState};
 pub use proxy::{ClientFilter, ClientRecord, InboundRecord, NewClient, NewInbound};
 pub use rollout::{
     wave_of, AgentPackageRecord, NewRollout, NodeUpgradeState, PackageAdded, RolloutNodeRecord, RolloutRecord,
