@@ -216,9 +216,10 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 5 tries: waits of 1 s, 2 s, 4 s, 8 s between them.
+    /// 15 tries: waits doubling from 1 s up to an hour between them, about 3 h 10 min in all,
+    /// so an SMTP server down for a maintenance window still gets the mail.
     fn default() -> Self {
-        Backoff { tries: 5, first: Duration::from_secs(1), max: Duration::from_secs(60) }
+        Backoff { tries: 15, first: Duration::from_secs(1), max: Duration::from_secs(3600) }
     }
 }
 
@@ -692,7 +693,10 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_cap() {
         let secs = |b: Backoff| b.delays().iter().map(|d| d.as_secs()).collect::<Vec<_>>();
-        assert_eq!(secs(Backoff::default()), vec![1, 2, 4, 8]);
+        let default = secs(Backoff::default());
+        assert_eq!(default[..5], [1, 2, 4, 8, 16]);
+        assert_eq!(default[11..], [2048, 3600, 3600]);
+        assert_eq!(default.iter().sum::<u64>(), 11_295, "about 3 h 10 min of retries");
         let capped = Backoff { tries: 8, first: Duration::from_secs(1), max: Duration::from_secs(10) };
         assert_eq!(secs(capped), vec![1, 2, 4, 8, 10, 10, 10]);
         assert!(Backoff { tries: 1, ..Backoff::default() }.delays().is_empty());
@@ -700,7 +704,7 @@ mod tests {
         assert_eq!(many.delays().last(), Some(&Duration::from_secs(60)), "no overflow");
         let b = Backoff::default();
         assert_eq!((b.wait_after(1), b.wait_after(4)), (Some(Duration::from_secs(1)), Some(Duration::from_secs(8))));
-        assert_eq!(b.wait_after(5), None, "the fifth try was the last");
+        assert_eq!(b.wait_after(15), None, "the fifteenth try was the last");
     }
 
     #[test]
@@ -816,7 +820,8 @@ mod tests {
         mailer.stop();
 
         let down = Arc::new(Flaky { failures: u32::MAX, attempts: Mutex::new(vec![]) });
-        let mailer = Mailer::with_clock(store.clone(), down.clone(), Backoff::default(), paused_clock());
+        let five = Backoff { tries: 5, ..Backoff::default() };
+        let mailer = Mailer::with_clock(store.clone(), down.clone(), five, paused_clock());
         assert!(mailer.notify("carol@example.com", "s", "b").await);
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(down.attempts.lock().unwrap().len(), 5);
