@@ -80,7 +80,7 @@ async fn op(state: &AppState, node: NodeId, request: &FileOp) -> Result<FileAnsw
                 FileErrorKind::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
                 FileErrorKind::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
                 FileErrorKind::BadInput => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-                FileErrorKind::Exists => (StatusCode::CONFLICT, "CONFLICT"),
+                FileErrorKind::Exists | FileErrorKind::Conflict => (StatusCode::CONFLICT, "CONFLICT"),
                 FileErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
                 FileErrorKind::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             };
