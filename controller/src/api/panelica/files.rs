@@ -76,10 +76,32 @@ fn call_error(e: FleetError) -> ApiError {
     }
 }
 
+fn is_trash(request: &FileOp) -> bool {
+    matches!(
+        request,
+        FileOp::Trash { .. }
+            | FileOp::TrashList { .. }
+            | FileOp::TrashStats
+            | FileOp::TrashRestore { .. }
+            | FileOp::TrashDelete { .. }
+            | FileOp::TrashEmpty
+    )
+}
+
 /// One `FILE_OP`; refusals become the family's errors.
 async fn op(state: &AppState, node: NodeId, request: &FileOp) -> Result<FileAnswer, ApiError> {
     let body = codec::encode_body(request).map_err(ApiError::internal)?;
-    let answer = state.fleet.call(node, RequestKind::FILE_OP, body, CALL).await.map_err(call_error)?;
+    let answer = state.fleet.call(node, RequestKind::FILE_OP, body, CALL).await.map_err(|e| match e {
+        // The agent answers every operation it can decode with a `FileAnswer`: a body it cannot
+        // decode is one added after it was built.
+        FleetError::Rpc { node, error: RpcError::BadRequest(_) } if is_trash(request) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TRASH_UNAVAILABLE",
+            format!("node {}'s agent keeps no trash", node.0),
+        )
+        .details("upgrade its agent, or delete with permanent: true"),
+        other => call_error(other),
+    })?;
     match codec::decode_from::<FileAnswer>(&answer).map_err(ApiError::internal)? {
         FileAnswer::Error(e) => {
             let (status, code) = match e.kind {
