@@ -65,6 +65,46 @@ pub enum FileOp {
     /// Remove entries (a symbolic link itself, never its target); a non-empty directory only
     /// with `recursive`. Answer: `Done`.
     Delete { paths: Vec<String>, recursive: bool },
+    /// Move entries into their root's trash (a rename, never a copy). Every path is checked
+    /// before any is moved. Answer: [`FileAnswer::Trashed`].
+    Trash { paths: Vec<String> },
+    /// The trash of every root, newest first; `page` from 1, `limit` entries a page. Answer:
+    /// [`FileAnswer::TrashList`].
+    TrashList { page: u32, limit: u32 },
+    /// Count and bytes in the trash, per root. Answer: [`FileAnswer::TrashStats`].
+    TrashStats,
+    /// Put a trashed entry back where it was (`Conflict` when something is there now). Answer:
+    /// [`FileAnswer::Restored`].
+    TrashRestore { id: String },
+    /// Remove one trashed entry for good. Answer: [`FileAnswer::TrashRemoved`].
+    TrashDelete { id: String },
+    /// Remove everything in every root's trash for good. Answer: [`FileAnswer::TrashRemoved`].
+    TrashEmpty,
+}
+
+/// An entry in a root's trash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    /// 32 lower-case hex digits (128 random bits).
+    pub id: String,
+    /// The root it was in, as configured.
+    pub root: String,
+    /// Where it was (and goes back to): the root joined with its path inside.
+    pub original_path: String,
+    pub kind: FileKind,
+    /// Bytes; a directory's is the sum of what is inside, counted up to a bound (a lower bound
+    /// for very large trees).
+    pub size: u64,
+    /// When it was trashed, Unix milliseconds.
+    pub deleted_ms: i64,
+}
+
+/// The trash of one root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashRootStats {
+    pub root: String,
+    pub count: u64,
+    pub bytes: u64,
 }
 
 /// One entry of a listing.
@@ -98,6 +138,9 @@ pub enum FileErrorKind {
     TooLarge,
     /// Anything else (I/O): 500.
     Failed,
+    /// The operation cannot be done as things stand (a restore whose original path is taken,
+    /// a trash across filesystems): 409.
+    Conflict,
 }
 
 /// A refusal with what to tell the caller.
@@ -126,4 +169,24 @@ pub enum FileAnswer {
     },
     Done,
     Error(FileError),
+    /// What `Trash` moved, in the order asked.
+    Trashed {
+        entries: Vec<TrashEntry>,
+    },
+    /// One page of the trash; `total` counts every entry.
+    TrashList {
+        entries: Vec<TrashEntry>,
+        total: u64,
+    },
+    /// Per root, in the order of the roots.
+    TrashStats {
+        roots: Vec<TrashRootStats>,
+    },
+    /// The entry put back (its `original_path` is where it is now).
+    Restored(TrashEntry),
+    /// What `TrashDelete` or `TrashEmpty` removed for good.
+    TrashRemoved {
+        count: u64,
+        bytes: u64,
+    },
 }

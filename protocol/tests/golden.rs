@@ -887,6 +887,36 @@ fn file_bodies() {
 }
 
 #[test]
+fn file_trash_bodies() {
+    use flotilla_protocol::files::{
+        FileAnswer, FileError, FileErrorKind, FileKind, FileOp, TrashEntry, TrashRootStats,
+    };
+    check_body(&FileOp::Trash { paths: vec!["/srv/a".into(), "b".into()] }, "0602062f7372762f610162");
+    check_body(&FileOp::TrashList { page: 2, limit: 300 }, "0702fb2c01");
+    check_body(&FileOp::TrashStats, "08");
+    check_body(&FileOp::TrashRestore { id: "0f".into() }, "09023066");
+    check_body(&FileOp::TrashDelete { id: "0f".into() }, "0a023066");
+    check_body(&FileOp::TrashEmpty, "0b");
+    let entry = TrashEntry {
+        id: "00112233445566778899aabbccddeeff".into(),
+        root: "/srv".into(),
+        original_path: "/srv/a".into(),
+        kind: FileKind::Directory,
+        size: 4096,
+        deleted_ms: 1_772_884_800_000,
+    };
+    check_body(&FileAnswer::Trashed { entries: vec![entry.clone()] }, "0501203030313132323333343435353636373738383939616162626363646465656666042f737276062f7372762f6101fb0010fd0064569039030000");
+    check_body(&FileAnswer::TrashList { entries: vec![entry.clone()], total: 7 }, "0601203030313132323333343435353636373738383939616162626363646465656666042f737276062f7372762f6101fb0010fd006456903903000007");
+    check_body(
+        &FileAnswer::TrashStats { roots: vec![TrashRootStats { root: "/srv".into(), count: 1, bytes: 300 }] },
+        "0701042f73727601fb2c01",
+    );
+    check_body(&FileAnswer::Restored(entry), "08203030313132323333343435353636373738383939616162626363646465656666042f737276062f7372762f6101fb0010fd0064569039030000");
+    check_body(&FileAnswer::TrashRemoved { count: 2, bytes: 70_000 }, "0902fc70110100");
+    check_body(&FileAnswer::Error(FileError { kind: FileErrorKind::Conflict, message: "x".into() }), "04060178");
+}
+
+#[test]
 fn bandwidth_bodies() {
     use flotilla_protocol::bandwidth::{BandwidthQuery, BandwidthReport, DayUsage, InterfaceUsage};
     assert_eq!(RequestKind::BANDWIDTH, RequestKind(30));

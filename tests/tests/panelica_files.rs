@@ -1,7 +1,8 @@
 //! The external API's files and bandwidth endpoints against a real agent: files confined to the
 //! agent's `[files] roots` (every escape refused with 403 through the API), both the document's
-//! and the official clients' shapes, scopes; bandwidth totals that grow with the traffic the
-//! agent's network namespace carries and survive an agent restart.
+//! and the official clients' shapes, scopes; the trash (deletes without `permanent`, listed,
+//! restored, removed for good); bandwidth totals that grow with the traffic the agent's network
+//! namespace carries and survive an agent restart.
 
 use std::os::unix::fs::symlink;
 use std::time::Duration;
@@ -111,7 +112,7 @@ fn files_confined_to_roots_and_bandwidth_counted() {
         json!({ "user_id": 1, "paths": [format!("{r}/notes.txt"), format!("{r}/site/assets")], "permanent": false })
             .to_string();
     let deleted = ext.expect("DELETE", "/v1/files", Some(&body), 200);
-    assert_eq!(deleted["permanent"], true);
+    assert_eq!(deleted["permanent"], false, "the clients' permanent: false moves to the trash");
     assert!(!root.join("notes.txt").exists() && !root.join("site/assets").exists());
     ext.expect("DELETE", &format!("/v1/files?path={}", enc(&bin_path)), None, 200);
     assert!(!root.join("site/blob.bin").exists());
@@ -221,4 +222,155 @@ fn files_confined_to_roots_and_bandwidth_counted() {
         })
     });
     assert!(in2 >= in1 && out2 >= out1, "a restart does not reset the month: {in1}/{out1} → {in2}/{out2}");
+}
+
+fn trash_list(ext: &External) -> (Vec<Value>, u64) {
+    let reply = ext.call("GET", "/v1/files/trash?user_id=1&page=1&limit=50", None);
+    assert_eq!((reply.status, reply.body["status"].as_str()), (200, Some("success")), "{}", reply.raw);
+    (reply.body["data"].as_array().unwrap().clone(), reply.body["total"].as_u64().unwrap())
+}
+
+fn names(ext: &External, dir: &str) -> Vec<String> {
+    let list = ext.expect("GET", &format!("/v1/files?user_id=1&show_hidden=1&path={}", enc(dir)), None, 200);
+    list["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn deleted_files_go_to_the_trash_and_come_back() {
+    let mut fleet = Fleet::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("www");
+    std::fs::create_dir_all(root.join("site/css")).unwrap();
+    let original: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(root.join("site/logo.bin"), &original).unwrap();
+    std::fs::write(root.join("site/css/a.css"), "body{}").unwrap();
+    let r = root.display().to_string();
+    let agent = fleet.add_agent_configured("trash-1", &format!("[files]\nroots = [\"{r}\"]\n"));
+    let node_id = fleet.agent(agent).node_id;
+    fleet.wait_connected(&[node_id], Duration::from_secs(30));
+    let ext = External::new(&fleet.api, create_key(&fleet, "trash", "files:*", &[]));
+    let logo = format!("{r}/site/logo.bin");
+
+    // WHMCS's delete: permanent false moves to the trash, and the answer says so.
+    let body = json!({ "user_id": 1, "paths": [logo], "permanent": false }).to_string();
+    let reply = ext.call("DELETE", "/v1/files", Some(&body));
+    assert_eq!((reply.status, reply.body["message"].as_str()), (200, Some("Moved to trash")), "{}", reply.raw);
+    let trashed = &reply.body["data"]["trashed"][0];
+    assert_eq!(reply.body["data"]["permanent"], false);
+    let id = trashed["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    assert!(!root.join("site/logo.bin").exists());
+    assert!(!names(&ext, &format!("{r}/site")).contains(&"logo.bin".to_string()), "gone from the listing");
+    assert!(!names(&ext, &r).iter().any(|n| n.contains("trash")), "the trash is not listed, even with hidden files");
+
+    // Listed and counted.
+    let (items, total) = trash_list(&ext);
+    assert_eq!(total, 1);
+    let item = &items[0];
+    assert_eq!((item["id"].as_str(), item["name"].as_str()), (Some(id.as_str()), Some("logo.bin")));
+    assert_eq!((item["original_path"].as_str(), item["type"].as_str()), (Some(logo.as_str()), Some("file")));
+    assert_eq!(item["size"], 70_000);
+    assert!(item["deleted_at"].as_str().unwrap().ends_with('Z'), "{item}");
+    let stats = ext.expect("GET", "/v1/files/trash/stats?user_id=1", None, 200);
+    assert_eq!((stats["count"].as_u64(), stats["total_bytes"].as_u64()), (Some(1), Some(70_000)), "{stats}");
+    assert_eq!(stats["roots"][0]["root"], r.as_str());
+
+    // The trash is not reachable through the ordinary endpoints.
+    let inside = format!("{r}/.flotilla-trash/{id}/entry");
+    let reply = ext.call("GET", &format!("/v1/files/content?user_id=1&path={}", enc(&inside)), None);
+    assert_eq!((reply.status, code(&reply)), (403, "FORBIDDEN"), "{}", reply.raw);
+    let reply = ext.call("PUT", "/v1/files/content", Some(&json!({ "path": inside, "content": "x" }).to_string()));
+    assert_eq!(reply.status, 403, "{}", reply.raw);
+    let reply = ext.call("GET", &format!("/v1/files?path={}", enc(&format!("{r}/.flotilla-trash"))), None);
+    assert_eq!(reply.status, 403, "{}", reply.raw);
+
+    // Restore: the same bytes back where they were; a second restore of the id is 404.
+    let restored = ext.expect("POST", &format!("/v1/files/trash/{id}/restore"), Some(r#"{"user_id": 1}"#), 200);
+    assert_eq!(restored["restored_path"], logo.as_str());
+    assert_eq!(std::fs::read(root.join("site/logo.bin")).unwrap(), original);
+    let read = ext.expect("GET", &format!("/v1/files/content?path={}", enc(&logo)), None, 200);
+    assert_eq!(read["encoding"], "base64");
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(read["content"].as_str().unwrap()).unwrap(), original);
+    assert_eq!(trash_list(&ext).1, 0);
+    let reply = ext.call_at("POST", &format!("/v1/files/trash/{id}/restore"), Some(r#"{"user_id": 1}"#), now() + 1);
+    assert_eq!(
+        (reply.status, reply.body["status"].as_str(), code(&reply)),
+        (404, Some("error"), "NOT_FOUND"),
+        "{}",
+        reply.raw
+    );
+
+    // A restore never replaces what is at the path now: 409.
+    let body = json!({ "user_id": 1, "paths": [format!("{r}/site/css/a.css")], "permanent": false }).to_string();
+    let css_id = ext.expect("DELETE", "/v1/files", Some(&body), 200)["trashed"][0]["id"].as_str().unwrap().to_string();
+    std::fs::write(root.join("site/css/a.css"), "newer").unwrap();
+    let reply = ext.call("POST", &format!("/v1/files/trash/{css_id}/restore"), Some("[]"));
+    assert_eq!((reply.status, code(&reply)), (409, "CONFLICT"), "{}", reply.raw);
+    assert_eq!(std::fs::read_to_string(root.join("site/css/a.css")).unwrap(), "newer");
+
+    // Trash again (the document's ?path=, no permanent: the trash too) and delete one for good.
+    ext.expect("DELETE", &format!("/v1/files?path={}", enc(&format!("{r}/site"))), None, 200);
+    assert!(!root.join("site").exists());
+    let (items, total) = trash_list(&ext);
+    assert_eq!(total, 2);
+    assert_eq!(
+        (items[0]["name"].as_str(), items[0]["type"].as_str()),
+        (Some("site"), Some("directory")),
+        "newest first"
+    );
+    let site_id = items[0]["id"].as_str().unwrap().to_string();
+    let gone = ext.expect("DELETE", &format!("/v1/files/trash/{site_id}?user_id=1"), None, 200);
+    assert_eq!(gone["freed_bytes"], items[0]["size"]);
+    let (items, _) = trash_list(&ext);
+    assert_eq!(items.iter().map(|i| i["id"].as_str().unwrap()).collect::<Vec<_>>(), vec![css_id.as_str()]);
+    let reply = ext.call_at("DELETE", &format!("/v1/files/trash/{site_id}?user_id=1"), None, now() + 1);
+    assert_eq!((reply.status, code(&reply)), (404, "NOT_FOUND"), "{}", reply.raw);
+
+    // Trash again and empty (WHMCS sends `[]` for a POST without fields).
+    std::fs::write(root.join("old.txt"), "old").unwrap();
+    let body = json!({ "user_id": 1, "paths": [format!("{r}/old.txt")], "permanent": false }).to_string();
+    ext.expect("DELETE", "/v1/files", Some(&body), 200);
+    let emptied = ext.expect("POST", "/v1/files/trash/empty", Some("[]"), 200);
+    assert_eq!((emptied["deleted_count"].as_u64(), emptied["freed_bytes"].as_u64()), (Some(2), Some(9)), "{emptied}");
+    assert_eq!(trash_list(&ext).1, 0);
+    let stats = ext.expect("GET", "/v1/files/trash/stats", None, 200);
+    assert_eq!((stats["count"].as_u64(), stats["total_bytes"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(std::fs::read_dir(root.join(".flotilla-trash")).unwrap().count(), 0);
+
+    // permanent: true deletes for good.
+    std::fs::write(root.join("gone.txt"), "x").unwrap();
+    let body = json!({ "user_id": 1, "paths": [format!("{r}/gone.txt")], "permanent": true }).to_string();
+    let reply = ext.call("DELETE", "/v1/files", Some(&body));
+    assert_eq!((reply.status, reply.body["message"].as_str()), (200, Some("Deleted permanently")), "{}", reply.raw);
+    assert_eq!(reply.body["data"]["permanent"], true);
+    assert!(!root.join("gone.txt").exists());
+    assert_eq!(trash_list(&ext).1, 0);
+
+    // Bad ids: 404 in the family's envelope.
+    for id in ["nope", "00000000000000000000000000000000", "..%2F..%2Fetc"] {
+        let reply = ext.call("DELETE", &format!("/v1/files/trash/{id}?user_id=1"), None);
+        assert_eq!(
+            (reply.status, reply.body["status"].as_str(), code(&reply)),
+            (404, Some("error"), "NOT_FOUND"),
+            "{id}: {}",
+            reply.raw
+        );
+        let reply = ext.call("POST", &format!("/v1/files/trash/{id}/restore"), None);
+        assert_eq!((reply.status, code(&reply)), (404, "NOT_FOUND"), "{id}: {}", reply.raw);
+    }
+    assert_eq!(ext.call("GET", "/v1/files/trash?limit=0", None).status, 400);
+
+    // Scopes: reading the trash needs files:read, restoring files:write, removing files:delete.
+    let reader = External::new(&fleet.api, create_key(&fleet, "reader", "files:read", &[]));
+    reader.expect("GET", "/v1/files/trash", None, 200);
+    reader.expect("GET", "/v1/files/trash/stats", None, 200);
+    for (method, path, scope) in [
+        ("POST", format!("/v1/files/trash/{css_id}/restore"), "files:write"),
+        ("DELETE", format!("/v1/files/trash/{css_id}"), "files:delete"),
+        ("POST", "/v1/files/trash/empty".to_string(), "files:delete"),
+    ] {
+        let reply = reader.call(method, &path, None);
+        assert_eq!((reply.status, code(&reply)), (403, "INSUFFICIENT_SCOPE"), "{method} {path}: {}", reply.raw);
+        assert_eq!(reply.body["required_scope"], scope);
+    }
 }

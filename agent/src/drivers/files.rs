@@ -10,6 +10,12 @@
 //! are read or written (devices, FIFOs and sockets: 403, opened non-blocking so a FIFO cannot
 //! hang the agent), writes go to a temporary file in the same directory that is fsynced and
 //! renamed over the target (keeping its mode and owner), and reads and writes have size caps.
+//!
+//! Deleting without `permanent` moves entries into a trash inside their own root
+//! ([`trash`]); that directory is hidden from listings and refused as the target of every other
+//! operation, so its contents change only through the trash operations.
+
+mod trash;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -22,6 +28,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use flotilla_protocol::files::{FileAnswer, FileEntry, FileError, FileErrorKind, FileKind, FileOp, FileWrite, CHUNK};
+
+use self::trash::TRASH_DIR;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use serde::Deserialize;
@@ -191,13 +199,32 @@ impl FilesDriver {
                 self.create(&parent, &name, kind, &content).map(|()| FileAnswer::Done)
             }
             FileOp::Delete { paths, recursive } => self.delete(&paths, recursive).map(|()| FileAnswer::Done),
+            FileOp::Trash { paths } => self.trash(&paths).map(|entries| FileAnswer::Trashed { entries }),
+            FileOp::TrashList { page, limit } => {
+                self.trash_list(page, limit).map(|(entries, total)| FileAnswer::TrashList { entries, total })
+            }
+            FileOp::TrashStats => self.trash_stats().map(|roots| FileAnswer::TrashStats { roots }),
+            FileOp::TrashRestore { id } => self.trash_restore(&id).map(FileAnswer::Restored),
+            FileOp::TrashDelete { id } => {
+                self.trash_delete(&id).map(|(count, bytes)| FileAnswer::TrashRemoved { count, bytes })
+            }
+            FileOp::TrashEmpty => self.trash_empty().map(|(count, bytes)| FileAnswer::TrashRemoved { count, bytes }),
         };
         result.unwrap_or_else(FileAnswer::Error)
     }
 
     /// Which root `path` is in: absolute paths must lie under a root (as configured or as
-    /// resolved), relative ones are taken from the first root. `..` is refused.
+    /// resolved), relative ones are taken from the first root. `..` and the roots' trash are
+    /// refused.
     fn locate(&self, path: &str) -> FileResult<Located> {
+        let at = self.locate_any(path)?;
+        if at.rel.components().next() == Some(Component::Normal(OsStr::new(TRASH_DIR))) {
+            return Err(forbidden(format!("{path}: the trash is reached through the trash endpoints only")));
+        }
+        Ok(at)
+    }
+
+    fn locate_any(&self, path: &str) -> FileResult<Located> {
         if path.contains('\0') {
             return Err(bad("a path cannot contain NUL"));
         }
@@ -225,14 +252,28 @@ impl FilesDriver {
             .map_err(|e| errno(e, &root.shown.display().to_string()))
     }
 
-    /// Opens `rel` beneath its root with `flags`; the kernel refuses escapes.
+    /// Opens `rel` beneath its root with `flags`; the kernel refuses escapes. What resolves into
+    /// a trash (through a symbolic link) is refused too.
     fn open(&self, at: &Located, rel: &Path, flags: OFlags, mode: Mode) -> FileResult<OwnedFd> {
         let root = self.root_fd(at.root)?;
         let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-        match rustix::fs::openat2(&root, rel, flags | OFlags::CLOEXEC, mode, resolve_flags()) {
+        let fd = match rustix::fs::openat2(&root, rel, flags | OFlags::CLOEXEC, mode, resolve_flags()) {
             Err(Errno::NOSYS) | Err(Errno::PERM) if !openat2_works() => self.open_fallback(at, rel, flags, mode),
             other => other.map_err(|e| errno(e, &at.shown)),
+        }?;
+        self.refuse_trash(fd, &at.shown)
+    }
+
+    /// `fd` unless it lies in a root's trash (where the kernel says it is: `/proc/self/fd`; where
+    /// that is not mounted, `locate`'s check of the path as written is what remains).
+    fn refuse_trash(&self, fd: OwnedFd, shown: &str) -> FileResult<OwnedFd> {
+        use std::os::fd::AsRawFd;
+        if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+            if self.roots.iter().any(|r| real.starts_with(r.real.join(TRASH_DIR))) {
+                return Err(forbidden(format!("{shown}: the trash is reached through the trash endpoints only")));
+            }
         }
+        Ok(fd)
     }
 
     /// Without `openat2`: the parent canonicalised and checked, the last component not followed.
@@ -264,12 +305,21 @@ impl FilesDriver {
     fn list(&self, path: &str, show_hidden: bool) -> FileResult<Vec<FileEntry>> {
         let at = self.locate(path)?;
         let dir = self.open(&at, &at.rel, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())?;
+        // A root (also when reached through a link) never shows its trash.
+        let here = rustix::fs::fstat(&dir).map_err(|e| errno(e, path))?;
+        let is_root = self
+            .roots
+            .iter()
+            .any(|r| rustix::fs::stat(&r.real).is_ok_and(|st| (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)));
         let names = Names::load();
         let mut entries = vec![];
         for entry in rustix::fs::Dir::read_from(&dir).map_err(|e| errno(e, path))? {
             let entry = entry.map_err(|e| errno(e, path))?;
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." || (!show_hidden && name.starts_with(b".")) {
+                continue;
+            }
+            if is_root && name == TRASH_DIR.as_bytes() {
                 continue;
             }
             let name = OsStr::from_bytes(name);

@@ -1,6 +1,9 @@
 //! Files on a node (`files:read|write|delete`), in the document's shapes and the official
 //! clients' (`GET /v1/files/accessible-directories`, `?user_id=`, `POST /v1/files`, `DELETE
-//! /v1/files` with a JSON body `{paths, permanent}`).
+//! /v1/files` with a JSON body `{paths, permanent}`, the trash under `/v1/files/trash`).
+//!
+//! A delete moves entries into their root's trash on the node unless `permanent` is true; the
+//! trash is listed, restored from, and removed for good through its own endpoints.
 //!
 //! Everything happens inside the node's `[files] roots` (its agent refuses anything else: `..`,
 //! other absolute paths, symbolic links leading out, devices, FIFOs and sockets answer 403).
@@ -13,13 +16,13 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine;
 use flotilla_protocol::codec;
-use flotilla_protocol::files::{FileAnswer, FileEntry, FileErrorKind, FileKind, FileOp, FileWrite, CHUNK};
+use flotilla_protocol::files::{FileAnswer, FileEntry, FileErrorKind, FileKind, FileOp, FileWrite, TrashEntry, CHUNK};
 use flotilla_protocol::rpc::{RequestKind, RpcError};
 use flotilla_protocol::NodeId;
 use serde::Deserialize;
@@ -34,6 +37,9 @@ use crate::fleet::FleetError;
 
 /// How long one call to the agent may take.
 const CALL: Duration = Duration::from_secs(30);
+/// Trash entries a page by default, and at most.
+const TRASH_LIMIT: u32 = 100;
+const TRASH_LIMIT_MAX: u32 = 1000;
 
 /// The scope, and that the key may act on the node's roots.
 fn allow(caller: &Caller, scope: &str) -> Result<(), ApiError> {
@@ -70,17 +76,39 @@ fn call_error(e: FleetError) -> ApiError {
     }
 }
 
+fn is_trash(request: &FileOp) -> bool {
+    matches!(
+        request,
+        FileOp::Trash { .. }
+            | FileOp::TrashList { .. }
+            | FileOp::TrashStats
+            | FileOp::TrashRestore { .. }
+            | FileOp::TrashDelete { .. }
+            | FileOp::TrashEmpty
+    )
+}
+
 /// One `FILE_OP`; refusals become the family's errors.
 async fn op(state: &AppState, node: NodeId, request: &FileOp) -> Result<FileAnswer, ApiError> {
     let body = codec::encode_body(request).map_err(ApiError::internal)?;
-    let answer = state.fleet.call(node, RequestKind::FILE_OP, body, CALL).await.map_err(call_error)?;
+    let answer = state.fleet.call(node, RequestKind::FILE_OP, body, CALL).await.map_err(|e| match e {
+        // The agent answers every operation it can decode with a `FileAnswer`: a body it cannot
+        // decode is one added after it was built.
+        FleetError::Rpc { node, error: RpcError::BadRequest(_) } if is_trash(request) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TRASH_UNAVAILABLE",
+            format!("node {}'s agent keeps no trash", node.0),
+        )
+        .details("upgrade its agent, or delete with permanent: true"),
+        other => call_error(other),
+    })?;
     match codec::decode_from::<FileAnswer>(&answer).map_err(ApiError::internal)? {
         FileAnswer::Error(e) => {
             let (status, code) = match e.kind {
                 FileErrorKind::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
                 FileErrorKind::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
                 FileErrorKind::BadInput => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-                FileErrorKind::Exists => (StatusCode::CONFLICT, "CONFLICT"),
+                FileErrorKind::Exists | FileErrorKind::Conflict => (StatusCode::CONFLICT, "CONFLICT"),
                 FileErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
                 FileErrorKind::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             };
@@ -118,6 +146,9 @@ pub struct FilesQuery {
     pub user_id: Option<String>,
     pub path: Option<String>,
     pub show_hidden: Option<String>,
+    pub permanent: Option<String>,
+    pub page: Option<String>,
+    pub limit: Option<String>,
 }
 
 impl FilesQuery {
@@ -263,8 +294,10 @@ impl WriteBody {
 
 /// The request body, up to the family's `body_limit` (axum's own 2 MB default would cut a file
 /// write short; the signature check has buffered it already).
+/// An empty body and WHMCS's `[]` (what it sends when it has no fields) read as no fields.
 fn parse<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let meaningful: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    if meaningful.is_empty() || meaningful == b"[]" {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
@@ -373,13 +406,23 @@ pub struct DeleteBody {
     pub node_id: Option<i64>,
     pub paths: Vec<String>,
     pub path: Option<String>,
-    /// The clients' `false` asks for the trash, which this release does not keep: entries are
-    /// always removed for good (`data.permanent` says so).
+    /// `true`: removed for good. `false` (what WHMCS sends) or absent: moved to the trash.
     pub permanent: Option<bool>,
 }
 
+/// A truthy or falsy query value (`1/true/yes`, `0/false/no`).
+fn flag(value: &Option<String>, name: &str) -> Result<Option<bool>, ApiError> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => Ok(None),
+        Some("1" | "true" | "yes") => Ok(Some(true)),
+        Some("0" | "false" | "no") => Ok(Some(false)),
+        Some(other) => Err(ApiError::bad(format!("{name}: true or false, got {other:?}"))),
+    }
+}
+
 /// `DELETE /v1/files?path=` (the document) or with a JSON body `{paths[], permanent}` (the
-/// clients): directories with their contents. Every path is checked before any is removed.
+/// clients): into the trash unless `permanent` is true (body or query), then directories go with
+/// their contents. Every path is checked before any is moved or removed.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -393,17 +436,178 @@ pub async fn delete(
     if paths.is_empty() {
         return Err(ApiError::bad("path (query) or paths (body) is required"));
     }
+    let permanent = match b.permanent {
+        Some(p) => p,
+        None => flag(&q.permanent, "permanent")?.unwrap_or(false),
+    };
     let node = node::select(&state, NodeChoice { node_id: b.node_id.or(q.node_id) }).await?;
-    op(&state, node, &FileOp::Delete { paths: paths.clone(), recursive: true }).await?;
-    tracing::info!(key = %caller.key.key_prefix(), node_id = %node, ?paths, "external API: files deleted");
-    let data = json!({
+    let mut data = json!({
         "deleted": paths,
-        "permanent": true,
+        "permanent": permanent,
         "node_id": node.0,
         "user_id": user_id(&b.user_id),
     });
-    let message = if b.permanent == Some(false) { "Deleted (this server keeps no trash)" } else { "Deleted" };
-    Ok(ok_with(data, message))
+    if permanent {
+        op(&state, node, &FileOp::Delete { paths: paths.clone(), recursive: true }).await?;
+        tracing::info!(key = %caller.key.key_prefix(), node_id = %node, ?paths, "external API: files deleted");
+        return Ok(ok_with(data, "Deleted permanently"));
+    }
+    match op(&state, node, &FileOp::Trash { paths: paths.clone() }).await? {
+        FileAnswer::Trashed { entries } => {
+            tracing::info!(key = %caller.key.key_prefix(), node_id = %node, ?paths, "external API: files moved to the trash");
+            data["trashed"] = entries.iter().map(trash_json).collect();
+            Ok(ok_with(data, "Moved to trash"))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A trash entry as the API shows it.
+fn trash_json(e: &TrashEntry) -> Value {
+    let name = e.original_path.rsplit('/').next().unwrap_or_default();
+    json!({
+        "id": e.id,
+        "name": name,
+        "original_path": e.original_path,
+        "root": e.root,
+        "type": e.kind.as_str(),
+        "is_dir": e.kind == FileKind::Directory,
+        "size": e.size,
+        "deleted_at": rfc3339_ms(e.deleted_ms),
+    })
+}
+
+fn page_param(value: &Option<String>, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad(format!("{name}: a whole number from 1 to {max}, got {v:?}"))),
+        },
+    }
+}
+
+/// `GET /v1/files/trash[?user_id=&page=&limit=&node_id=]`: newest first; `data[]` with `total`,
+/// `page` and `limit` beside it (as the family's other paged lists).
+pub async fn trash_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:read")?;
+    let page = page_param(&q.page, "page", 1, 1_000_000)?;
+    let limit = page_param(&q.limit, "limit", TRASH_LIMIT, TRASH_LIMIT_MAX)?;
+    let node = node::select(&state, q.node()).await?;
+    match op(&state, node, &FileOp::TrashList { page, limit }).await? {
+        FileAnswer::TrashList { entries, total } => Ok(Json(json!({
+            "status": "success",
+            "data": entries.iter().map(trash_json).collect::<Vec<_>>(),
+            "total": total,
+            "page": page,
+            "limit": limit,
+            "node_id": node.0,
+        }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `GET /v1/files/trash/stats[?user_id=&node_id=]`: `data.count`, `data.total_bytes` and the
+/// same per root.
+pub async fn trash_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:read")?;
+    let node = node::select(&state, q.node()).await?;
+    match op(&state, node, &FileOp::TrashStats).await? {
+        FileAnswer::TrashStats { roots } => {
+            let count: u64 = roots.iter().map(|r| r.count).sum();
+            let bytes: u64 = roots.iter().map(|r| r.bytes).fold(0, u64::saturating_add);
+            let per_root: Vec<Value> =
+                roots.iter().map(|r| json!({ "root": r.root, "count": r.count, "total_bytes": r.bytes })).collect();
+            Ok(ok(json!({ "count": count, "total_bytes": bytes, "roots": per_root, "node_id": node.0 })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Body of the trash's POSTs (`{user_id}`; WHMCS may send `[]`, MCP nothing).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TrashBody {
+    pub user_id: Option<Value>,
+    pub node_id: Option<i64>,
+}
+
+/// `POST /v1/files/trash/{id}/restore {user_id}`: back at its original path (missing parent
+/// directories recreated); 409 `CONFLICT` when something is there now, 404 for an unknown id.
+pub async fn trash_restore(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<FilesQuery>,
+    SignedBody(body): SignedBody,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:write")?;
+    let b: TrashBody = parse(&body)?;
+    let node = node::select(&state, NodeChoice { node_id: b.node_id.or(q.node_id) }).await?;
+    match op(&state, node, &FileOp::TrashRestore { id: id.clone() }).await? {
+        FileAnswer::Restored(entry) => {
+            tracing::info!(key = %caller.key.key_prefix(), node_id = %node, %id, path = %entry.original_path, "external API: restored from the trash");
+            let mut data = trash_json(&entry);
+            data["restored_path"] = json!(entry.original_path);
+            data["node_id"] = json!(node.0);
+            data["user_id"] = json!(user_id(&b.user_id));
+            Ok(ok_with(data, "Restored"))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `DELETE /v1/files/trash/{id}?user_id=`: removed for good; 404 for an unknown id.
+pub async fn trash_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:delete")?;
+    let node = node::select(&state, q.node()).await?;
+    match op(&state, node, &FileOp::TrashDelete { id: id.clone() }).await? {
+        FileAnswer::TrashRemoved { bytes, .. } => {
+            tracing::info!(key = %caller.key.key_prefix(), node_id = %node, %id, "external API: trash entry deleted");
+            let data =
+                json!({ "id": id, "deleted": true, "freed_bytes": bytes, "node_id": node.0, "user_id": q.user_id });
+            Ok(ok_with(data, "Deleted permanently"))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `POST /v1/files/trash/empty {user_id}`: everything in the node's trash removed for good.
+pub async fn trash_empty(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FilesQuery>,
+    SignedBody(body): SignedBody,
+) -> Result<Json<Value>, ApiError> {
+    allow(&caller, "files:delete")?;
+    let b: TrashBody = parse(&body)?;
+    let node = node::select(&state, NodeChoice { node_id: b.node_id.or(q.node_id) }).await?;
+    match op(&state, node, &FileOp::TrashEmpty).await? {
+        FileAnswer::TrashRemoved { count, bytes } => {
+            tracing::info!(key = %caller.key.key_prefix(), node_id = %node, count, bytes, "external API: trash emptied");
+            let data = json!({
+                "deleted_count": count,
+                "freed_bytes": bytes,
+                "node_id": node.0,
+                "user_id": user_id(&b.user_id),
+            });
+            Ok(ok_with(data, "Trash emptied"))
+        }
+        other => Err(unexpected(other)),
+    }
 }
 
 #[cfg(test)]
@@ -439,5 +643,35 @@ mod tests {
         assert_eq!(body("/wA=", Some("base64")).bytes().unwrap(), vec![0xff, 0]);
         assert!(body("!!", Some("base64")).bytes().is_err());
         assert!(body("x", Some("latin1")).bytes().is_err());
+    }
+
+    #[test]
+    fn bodies_and_flags() {
+        let b: DeleteBody = parse(&Bytes::from_static(b" [] ")).unwrap();
+        assert!(b.paths.is_empty() && b.permanent.is_none());
+        let b: DeleteBody =
+            parse(&Bytes::from_static(br#"{"user_id": 1, "paths": ["a"], "permanent": false}"#)).unwrap();
+        assert_eq!((b.paths, b.permanent), (vec!["a".to_string()], Some(false)));
+        assert_eq!(flag(&Some("TRUE".into()), "p").unwrap(), Some(true));
+        assert_eq!(flag(&None, "p").unwrap(), None);
+        assert!(flag(&Some("maybe".into()), "p").is_err());
+        assert_eq!(page_param(&None, "limit", 100, 1000).unwrap(), 100);
+        assert!(page_param(&Some("0".into()), "page", 1, 10).is_err());
+        assert!(page_param(&Some("11".into()), "page", 1, 10).is_err());
+    }
+
+    #[test]
+    fn trash_entries_read_clearly() {
+        let e = TrashEntry {
+            id: "00112233445566778899aabbccddeeff".into(),
+            root: "/srv/www".into(),
+            original_path: "/srv/www/site/index.php".into(),
+            kind: FileKind::File,
+            size: 5,
+            deleted_ms: 1_772_884_800_000,
+        };
+        let v = trash_json(&e);
+        assert_eq!((v["name"].as_str(), v["type"].as_str()), (Some("index.php"), Some("file")));
+        assert_eq!(v["deleted_at"], "2026-03-07T12:00:00Z");
     }
 }

@@ -323,14 +323,57 @@ pub static ENDPOINTS: &[Endpoint] = &[
         )
     },
     Endpoint {
-        query: &[("path", "string", false), ("node_id", "integer", false)],
+        query: &[("path", "string", false), ("permanent", "boolean", false), ("node_id", "integer", false)],
         body: &[("paths", "array", false), ("permanent", "boolean", false), ("user_id", "string", false)],
         ..ep(
             "DELETE",
             "/v1/files",
             "Files",
             Some("files:delete"),
-            "Delete files and folders: ?path= or a JSON body {paths[]}",
+            "Delete files and folders (?path= or a JSON body {paths[]}): to the trash unless permanent is true",
+        )
+    },
+    Endpoint {
+        query: &[
+            ("user_id", "string", false),
+            ("page", "integer", false),
+            ("limit", "integer", false),
+            ("node_id", "integer", false),
+        ],
+        ..ep(
+            "GET",
+            "/v1/files/trash",
+            "Files",
+            Some("files:read"),
+            "The trash, newest first (data[]: id, name, original_path, type, size, deleted_at; total, page, limit)",
+        )
+    },
+    Endpoint {
+        query: &[("user_id", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "GET",
+            "/v1/files/trash/stats",
+            "Files",
+            Some("files:read"),
+            "Entries and bytes in the trash (data.count, data.total_bytes, per root)",
+        )
+    },
+    Endpoint {
+        query: &[("user_id", "string", false), ("node_id", "integer", false)],
+        ..ep("DELETE", "/v1/files/trash/{id}", "Files", Some("files:delete"), "Remove one trash entry for good")
+    },
+    Endpoint {
+        body: &[("user_id", "string", false), ("node_id", "integer", false)],
+        ..ep("POST", "/v1/files/trash/empty", "Files", Some("files:delete"), "Empty the trash (removed for good)")
+    },
+    Endpoint {
+        body: &[("user_id", "string", false), ("node_id", "integer", false)],
+        ..ep(
+            "POST",
+            "/v1/files/trash/{id}/restore",
+            "Files",
+            Some("files:write"),
+            "Put a trash entry back at its original path (409 when something is there now)",
         )
     },
     Endpoint {
