@@ -134,8 +134,10 @@ impl Authenticator {
         let (user, pass) = (username.to_string(), password.to_string());
         let found = tokio::task::spawn_blocking(move || -> Result<Option<(Identity, String)>, StoreError> {
             match store.user(&user)? {
-                Some(u) => Ok(verify_hash(&pass, &u.password_hash)
-                    .then(|| (Identity { username: u.username, role: u.role }, u.password_hash))),
+                Some(u) => {
+                    let ok = verify_hash(&pass, &u.password_hash);
+                    Ok(ok.then_some((Identity { username: u.username, role: u.role }, u.password_hash)))
+                }
                 None => {
                     // Spend the same argon2 work as for a real user, so response time does not
                     // tell which user names exist.
