@@ -680,14 +680,15 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
-    struct Fixture {
-        _tmp: tempfile::TempDir,
-        root: PathBuf,
-        outside: PathBuf,
-        driver: FilesDriver,
+    /// A root `www` (with `site/index.html`) beside a directory it must never reach.
+    pub(super) struct Fixture {
+        pub(super) _tmp: tempfile::TempDir,
+        pub(super) root: PathBuf,
+        pub(super) outside: PathBuf,
+        pub(super) driver: FilesDriver,
     }
 
-    fn fixture() -> Fixture {
+    pub(super) fn fixture() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("www");
         let outside = tmp.path().join("secret");

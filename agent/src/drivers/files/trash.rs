@@ -407,28 +407,15 @@ mod tests {
 
     use flotilla_protocol::files::{FileAnswer, FileOp, FileWrite};
 
-    use super::super::FilesSettings;
+    use super::super::tests::Fixture;
     use super::*;
 
-    struct Fixture {
-        _tmp: tempfile::TempDir,
-        root: PathBuf,
-        outside: PathBuf,
-        driver: FilesDriver,
-    }
-
+    /// The files driver's fixture, with `site/css/a.css` too.
     fn fixture() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("www");
-        let outside = tmp.path().join("secret");
-        std::fs::create_dir_all(root.join("site/css")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("passwd"), "secret").unwrap();
-        std::fs::write(root.join("site/index.html"), "hello").unwrap();
-        std::fs::write(root.join("site/css/a.css"), "body{}").unwrap();
-        let settings = FilesSettings { roots: vec![root.clone()], read_max_bytes: 1000, write_max_bytes: 2000 };
-        let driver = FilesDriver::new(&settings).unwrap().unwrap();
-        Fixture { _tmp: tmp, root, outside, driver }
+        let f = super::super::tests::fixture();
+        std::fs::create_dir_all(f.root.join("site/css")).unwrap();
+        std::fs::write(f.root.join("site/css/a.css"), "body{}").unwrap();
+        f
     }
 
     fn kind(answer: FileAnswer) -> Option<FileErrorKind> {

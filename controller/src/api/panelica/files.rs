@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::store::iso_ms;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -27,7 +28,6 @@ use flotilla_protocol::rpc::{RequestKind, RpcError};
 use flotilla_protocol::NodeId;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::auth::{Caller, SignedBody};
 use super::node::{self, NodeChoice};
@@ -122,13 +122,6 @@ fn unexpected(answer: FileAnswer) -> ApiError {
     ApiError::internal(format!("unexpected answer from the agent: {answer:?}"))
 }
 
-fn rfc3339_ms(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// A `user_id` as the clients send it (number or string); accepted, not used yet.
 fn user_id(value: &Option<Value>) -> Option<String> {
     match value {
@@ -183,7 +176,7 @@ fn entry_json(dir: &str, e: &FileEntry) -> Value {
         "permissions": format!("{:04o}", e.mode),
         "owner": e.owner,
         "group": e.group,
-        "modified_at": rfc3339_ms(e.modified_ms),
+        "modified_at": iso_ms(e.modified_ms),
     })
 }
 
@@ -255,7 +248,7 @@ pub async fn read(
         "content": content,
         "encoding": encoding,
         "size": size,
-        "modified_at": rfc3339_ms(modified_ms),
+        "modified_at": iso_ms(modified_ms),
         "node_id": node.0,
     })))
 }
@@ -473,7 +466,7 @@ fn trash_json(e: &TrashEntry) -> Value {
         "type": e.kind.as_str(),
         "is_dir": e.kind == FileKind::Directory,
         "size": e.size,
-        "deleted_at": rfc3339_ms(e.deleted_ms),
+        "deleted_at": iso_ms(e.deleted_ms),
     })
 }
 
