@@ -61,7 +61,8 @@ fn files_confined_to_roots_and_bandwidth_counted() {
     let list = ext.expect("GET", &format!("/v1/files?user_id=1&path={}", enc(&r)), None, 200);
     let files = list["files"].as_array().unwrap();
     let site = files.iter().find(|f| f["name"] == "site").expect("site listed");
-    assert_eq!((site["type"].as_str(), site["permissions"].as_str().map(str::len)), (Some("directory"), Some(4)));
+    assert_eq!((site["type"].as_str(), site["permissions"].as_str().map(str::len)), (Some("folder"), Some(4)));
+    assert_eq!(site["is_dir"], true);
     assert!(files.iter().any(|f| f["name"] == "fifo" && f["type"] == "other"), "{list}");
     assert!(site["modified_at"].as_str().unwrap().ends_with('Z'));
     let index = format!("{r}/site/index.html");
@@ -313,11 +314,7 @@ fn deleted_files_go_to_the_trash_and_come_back() {
     assert!(!root.join("site").exists());
     let (items, total) = trash_list(&ext);
     assert_eq!(total, 2);
-    assert_eq!(
-        (items[0]["name"].as_str(), items[0]["type"].as_str()),
-        (Some("site"), Some("directory")),
-        "newest first"
-    );
+    assert_eq!((items[0]["name"].as_str(), items[0]["type"].as_str()), (Some("site"), Some("folder")), "newest first");
     let site_id = items[0]["id"].as_str().unwrap().to_string();
     let gone = ext.expect("DELETE", &format!("/v1/files/trash/{site_id}?user_id=1"), None, 200);
     assert_eq!(gone["freed_bytes"], items[0]["size"]);

@@ -153,6 +153,9 @@ fn services_and_status_on_a_real_systemd() {
     assert_eq!(status["hostname"].as_str(), Some(c.ok("hostname").as_str()), "{status}");
     assert!(status["os"].as_str().is_some_and(|o| o.contains("Debian")), "{status}");
     assert!(status["kernel"].as_str().is_some_and(|k| !k.is_empty()), "{status}");
+    // The official MCP server's "server health" recipe asks /v1/server/metrics: the same figures.
+    let metrics = ext.expect("GET", "/v1/server/metrics", None, 200);
+    assert_eq!((&metrics["hostname"], &metrics["cpu"]["cores"]), (&status["hostname"], &status["cpu"]["cores"]));
     assert!(status["uptime_seconds"].as_u64().is_some_and(|u| u > 0), "{status}");
     assert!(status["cpu"]["cores"].as_u64().is_some_and(|n| n >= 1), "{status}");
     assert!(status["cpu"]["usage_percent"].as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)), "{status}");

@@ -44,7 +44,8 @@ impl Caller {
             Err(ApiError::forbidden("INSUFFICIENT_SCOPE", format!("this API key lacks the scope {scope}"))
                 .details(format!("required scope: {scope}; the key has: {}", self.key.scopes.join(", ")))
                 .with("required_scope", serde_json::json!(scope))
-                .with("available_scopes", serde_json::json!(self.key.scopes)))
+                .with("available_scopes", serde_json::json!(self.key.scopes))
+                .error_object(serde_json::json!({ "required_scope": scope, "available_scopes": self.key.scopes })))
         }
     }
 
@@ -111,6 +112,19 @@ impl ReplayGuard {
             }
         }
     }
+
+    /// Forgets a use whose request failed: repeating a refused request is not a replay (the
+    /// official clients retry a failed call as it was, within the same second).
+    fn forget(&self, key: &str, signature: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.remove(&(key.to_string(), signature.to_ascii_lowercase()));
+    }
+}
+
+/// A state-changing request's entry in the [`ReplayGuard`], released if the request fails.
+struct ReplayEntry {
+    key: String,
+    signature: String,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -158,8 +172,11 @@ pub async fn verify(
     next: Next,
 ) -> Response {
     match authenticate(&state, peer, request).await {
-        Ok((request, usage)) => {
+        Ok((request, usage, replay)) => {
             let mut response = next.run(request).await;
+            if let Some(entry) = replay.filter(|_| !response.status().is_success()) {
+                state.external.replays.forget(&entry.key, &entry.signature);
+            }
             if let Some(headers) = usage.headers() {
                 for (name, value) in headers {
                     if let Ok(v) = value.parse() {
@@ -173,7 +190,11 @@ pub async fn verify(
     }
 }
 
-async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> Result<(Request, Usage), ApiError> {
+async fn authenticate(
+    state: &AppState,
+    peer: SocketAddr,
+    request: Request,
+) -> Result<(Request, Usage, Option<ReplayEntry>), ApiError> {
     let (mut parts, body) = request.into_parts();
     let headers = &parts.headers;
     let public_key = header(headers, "x-api-key")
@@ -240,13 +261,19 @@ async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> R
     // The body is part of the replay key: a DELETE's body is not signed, and two different
     // deletes within one second share a signature.
     let replay_key = format!("{signature}:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
-    if changes_state
-        && state.external.settings.refuse_replays
-        && !state.external.replays.first_use(&key.id, &replay_key)
-    {
-        return Err(ApiError::unauthorized("REPLAYED_REQUEST", "this signed request was already used")
+    let replay = if changes_state && state.external.settings.refuse_replays {
+        if !state.external.replays.first_use(&key.id, &replay_key) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "REPLAYED_REQUEST",
+                "this signed request was already carried out",
+            )
             .details("sign each state-changing request afresh (a new timestamp)"));
-    }
+        }
+        Some(ReplayEntry { key: key.id.clone(), signature: replay_key })
+    } else {
+        None
+    };
     let usage = match state.external.rates.check(&key.id, key.tier, now.unix_timestamp()) {
         Verdict::Admitted(usage) => usage,
         Verdict::Limited { retry_after, usage } => {
@@ -256,7 +283,12 @@ async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> R
                 format!("rate limit of the {} tier exceeded", key.tier.as_str()),
             )
             .details(format!("retry after {} s", retry_after.as_secs().max(1)))
-            .with("retry_after", serde_json::json!(retry_after.as_secs().max(1)));
+            .with("retry_after", serde_json::json!(retry_after.as_secs().max(1)))
+            .error_object(serde_json::json!({
+                "limit": usage.limits.map(|l| l.per_minute),
+                "retry_after": retry_after.as_secs().max(1),
+                "window": "minute",
+            }));
             e.headers.push(("retry-after", retry_after.as_secs().max(1).to_string()));
             e.headers.extend(usage.headers().into_iter().flatten());
             return Err(e);
@@ -272,7 +304,7 @@ async fn authenticate(state: &AppState, peer: SocketAddr, request: Request) -> R
     });
     parts.extensions.insert(Caller { key });
     parts.extensions.insert(SignedBody(bytes.clone()));
-    Ok((Request::from_parts(parts, Body::from(bytes)), usage))
+    Ok((Request::from_parts(parts, Body::from(bytes)), usage, replay))
 }
 
 #[cfg(test)]
@@ -302,5 +334,7 @@ mod tests {
         assert!(!guard.first_use("k", "abc"));
         assert!(guard.first_use("other", "abc"));
         assert!(guard.first_use("k", "abd"));
+        guard.forget("k", "abd");
+        assert!(guard.first_use("k", "abd"), "a failed request may be sent again");
     }
 }

@@ -165,18 +165,56 @@ pub async fn accessible(
     }
 }
 
+/// The `type` of an entry as the official clients compare it: a directory is `folder` (the WHMCS
+/// module's file manager opens only those; the document's example says `directory`, `is_dir`
+/// says it too).
+fn type_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Directory => "folder",
+        other => other.as_str(),
+    }
+}
+
+/// Bytes for people: `512 B`, `4.0 KB`, `1.5 MB` (powers of 1024, as file managers show them).
+fn size_formatted(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Unix ms as `2026-03-07 12:00` (UTC), the file manager's Modified column.
+fn modified_str(ms: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
+}
+
 fn entry_json(dir: &str, e: &FileEntry) -> Value {
     let path = if dir.is_empty() { e.name.clone() } else { format!("{}/{}", dir.trim_end_matches('/'), e.name) };
+    let permissions = format!("{:04o}", e.mode);
     json!({
         "name": e.name,
         "path": path,
-        "type": e.kind.as_str(),
+        "type": type_name(e.kind),
         "is_dir": e.kind == FileKind::Directory,
         "size": e.size,
-        "permissions": format!("{:04o}", e.mode),
+        "size_formatted": size_formatted(e.size),
+        "permissions": permissions,
+        "permissions_octal": permissions,
         "owner": e.owner,
         "group": e.group,
         "modified_at": iso_ms(e.modified_ms),
+        "modified_str": modified_str(e.modified_ms),
     })
 }
 
@@ -463,9 +501,10 @@ fn trash_json(e: &TrashEntry) -> Value {
         "name": name,
         "original_path": e.original_path,
         "root": e.root,
-        "type": e.kind.as_str(),
+        "type": type_name(e.kind),
         "is_dir": e.kind == FileKind::Directory,
         "size": e.size,
+        "size_formatted": size_formatted(e.size),
         "deleted_at": iso_ms(e.deleted_ms),
     })
 }
@@ -666,5 +705,30 @@ mod tests {
         let v = trash_json(&e);
         assert_eq!((v["name"].as_str(), v["type"].as_str()), (Some("index.php"), Some("file")));
         assert_eq!(v["deleted_at"], "2026-03-07T12:00:00Z");
+        assert_eq!(v["size_formatted"], "5 B");
+    }
+
+    #[test]
+    fn entries_carry_what_the_whmcs_file_manager_reads() {
+        let e = FileEntry {
+            name: "wp-content".into(),
+            kind: FileKind::Directory,
+            size: 4096,
+            mode: 0o755,
+            owner: "www".into(),
+            group: "www".into(),
+            modified_ms: 1_772_884_800_000,
+        };
+        let v = entry_json("/srv/www", &e);
+        assert_eq!((v["type"].as_str(), v["is_dir"].as_bool()), (Some("folder"), Some(true)));
+        assert_eq!((v["size_formatted"].as_str(), v["permissions_octal"].as_str()), (Some("4.0 KB"), Some("0755")));
+        assert_eq!(
+            (v["modified_str"].as_str(), v["path"].as_str()),
+            (Some("2026-03-07 12:00"), Some("/srv/www/wp-content"))
+        );
+        assert_eq!(
+            [size_formatted(0), size_formatted(1536 * 1024), size_formatted(3 << 30)],
+            ["0 B", "1.5 MB", "3.0 GB"]
+        );
     }
 }

@@ -160,7 +160,7 @@ async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<ApiKey
         .ok_or_else(|| ApiError::not_found("API key not found"))
 }
 
-/// `GET /v1/api-keys/{id}`.
+/// `GET /v1/api-keys/{key_id}`.
 pub async fn get_one(
     caller: Caller,
     State(state): State<AppState>,
@@ -170,7 +170,7 @@ pub async fn get_one(
     Ok(ok(key_json(&visible(&state, &caller, id).await?)))
 }
 
-/// `POST /v1/api-keys/{id}/regenerate`: a new secret; the old one stops working.
+/// `POST /v1/api-keys/{key_id}/regenerate`: a new secret; the old one stops working.
 pub async fn regenerate(
     caller: Caller,
     State(state): State<AppState>,
@@ -187,7 +187,7 @@ pub async fn regenerate(
     Ok(ok_with(json!({ "id": key.id, "api_key": key.public_key, "api_secret": secret }), "secret regenerated"))
 }
 
-/// `PATCH /v1/api-keys/{id}` body.
+/// `PATCH /v1/api-keys/{key_id}` body.
 #[derive(Debug, Default, Deserialize)]
 pub struct KeyUpdate {
     name: Option<String>,
@@ -199,7 +199,7 @@ pub struct KeyUpdate {
     expires_in: Option<u32>,
 }
 
-/// `PATCH /v1/api-keys/{id}`: rename, rescope, retier, enable or disable.
+/// `PATCH /v1/api-keys/{key_id}`: rename, rescope, retier, enable or disable.
 pub async fn update(
     caller: Caller,
     State(state): State<AppState>,
@@ -237,7 +237,7 @@ pub async fn update(
     Ok(ok_with(key_json(&updated), "API key updated"))
 }
 
-/// `DELETE /v1/api-keys/{id}` (answered with JSON: the WHMCS module takes an empty 204 for a
+/// `DELETE /v1/api-keys/{key_id}` (answered with JSON: the WHMCS module takes an empty 204 for a
 /// failure).
 pub async fn delete(
     caller: Caller,

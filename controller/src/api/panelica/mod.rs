@@ -106,6 +106,17 @@ impl ApiError {
         self.extra.insert(key.to_string(), value);
         self
     }
+
+    /// Sends `error` as an object, `{code, message, …fields}`, as the real backend does for a
+    /// refused scope and a rate limit (the official clients read `required_scope` and
+    /// `retry_after` there); the top-level `code` and `details` stay.
+    pub fn error_object(self, fields: Value) -> Self {
+        let mut object = json!({ "code": self.code, "message": self.error });
+        if let (Some(o), Value::Object(more)) = (object.as_object_mut(), fields) {
+            o.extend(more);
+        }
+        self.with("error", object)
+    }
     /// Adds details.
     pub fn details(mut self, details: impl Into<String>) -> Self {
         self.details = details.into();
@@ -192,8 +203,8 @@ fn v1(state: &AppState) -> Router<AppState> {
         .route("/rate-limit", get(meta::rate_limit))
         .route("/postman-collection", get(spec::postman))
         .route("/api-keys", get(keys::list).post(keys::create))
-        .route("/api-keys/{id}", get(keys::get_one).patch(keys::update).delete(keys::delete))
-        .route("/api-keys/{id}/regenerate", post(keys::regenerate))
+        .route("/api-keys/{key_id}", get(keys::get_one).patch(keys::update).delete(keys::delete))
+        .route("/api-keys/{key_id}/regenerate", post(keys::regenerate))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/webhooks/events", get(webhooks::event_types))
         .route("/webhooks/stats", get(webhooks::stats))
@@ -203,6 +214,7 @@ fn v1(state: &AppState) -> Router<AppState> {
         .route("/webhooks/{id}/logs", get(webhooks::logs))
         .route("/webhooks/{id}/test", post(webhooks::test))
         .route("/server/status", get(status::status))
+        .route("/server/metrics", get(status::status))
         .route("/server/services", get(services::list))
         .route("/server/services/{name}/start", post(services::start))
         .route("/server/services/{name}/stop", post(services::stop))

@@ -1,10 +1,14 @@
 //! Rate tiers of API keys: a token bucket per key and per minute (governor's GCRA, with the
 //! tier's burst), a second per hour, and fixed-window counters for what `GET /v1/rate-limit` and
-//! the `X-RateLimit-*` headers report.
+//! the `X-RateLimit-*` headers report. `X-RateLimit-Remaining` is the smaller of what is left of
+//! the minute window and of the bucket, so a client pacing itself by the header is never refused.
+//!
+//! Starter's burst is its whole minute: the official WHMCS module paces its nightly usage run
+//! as 60 requests a minute.
 //!
 //! | tier | per minute | per hour | burst |
 //! |---|---|---|---|
-//! | starter | 60 | 1,000 | 10 |
+//! | starter | 60 | 1,000 | 60 |
 //! | professional | 300 | 10,000 | 50 |
 //! | business | 1,000 | 50,000 | 200 |
 //! | enterprise | unlimited | unlimited | — |
@@ -15,7 +19,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use crate::store::RateTier;
 
@@ -30,18 +36,21 @@ pub struct Limits {
 /// The numbers of `tier`.
 pub fn limits(tier: RateTier) -> Option<Limits> {
     match tier {
-        RateTier::Starter => Some(Limits { per_minute: 60, per_hour: 1_000, burst: 10 }),
+        RateTier::Starter => Some(Limits { per_minute: 60, per_hour: 1_000, burst: 60 }),
         RateTier::Professional => Some(Limits { per_minute: 300, per_hour: 10_000, burst: 50 }),
         RateTier::Business => Some(Limits { per_minute: 1_000, per_hour: 50_000, burst: 200 }),
         RateTier::Enterprise => None,
     }
 }
 
+/// A bucket that says how much of its burst is left.
+type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
 /// One key's buckets and counters.
 struct KeyState {
     tier: RateTier,
-    minute: DefaultDirectRateLimiter,
-    hour: DefaultDirectRateLimiter,
+    minute: Bucket,
+    hour: Bucket,
     /// (window start, requests admitted in it), Unix seconds.
     minute_count: (i64, u32),
     hour_count: (i64, u32),
@@ -65,14 +74,23 @@ pub struct Usage {
     pub hour: u32,
     /// Unix seconds when the minute window ends.
     pub reset_at: i64,
+    /// Requests the buckets would take right now (None: not measured, or unlimited).
+    pub burst_left: Option<u32>,
 }
 
 impl Usage {
+    /// Requests left now: the minute window's, capped by the bucket's burst (None: unlimited).
+    pub fn remaining(&self) -> Option<u32> {
+        let limits = self.limits?;
+        let window = limits.per_minute.saturating_sub(self.minute);
+        Some(self.burst_left.map_or(window, |b| b.min(window)))
+    }
+
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds) of the minute window, also
     /// under the `-Minute` names the MCP server reads (none for unlimited tiers).
     pub fn headers(&self) -> Option<[(&'static str, String); 6]> {
         let limits = self.limits?;
-        let remaining = limits.per_minute.saturating_sub(self.minute).to_string();
+        let remaining = self.remaining()?.to_string();
         Some([
             ("x-ratelimit-limit", limits.per_minute.to_string()),
             ("x-ratelimit-remaining", remaining.clone()),
@@ -110,8 +128,8 @@ impl KeyState {
         let hour = Quota::per_hour(nz(l.per_hour));
         KeyState {
             tier,
-            minute: RateLimiter::direct(minute),
-            hour: RateLimiter::direct(hour),
+            minute: RateLimiter::direct(minute).with_middleware::<StateInformationMiddleware>(),
+            hour: RateLimiter::direct(hour).with_middleware::<StateInformationMiddleware>(),
             minute_count: (0, 0),
             hour_count: (0, 0),
         }
@@ -132,6 +150,7 @@ impl KeyState {
             minute: self.minute_count.1,
             hour: self.hour_count.1,
             reset_at: minute_start + 60,
+            burst_left: None,
         }
     }
 }
@@ -157,16 +176,22 @@ impl RateLimits {
                 return Verdict::Admitted(Usage { minute: usage.minute + 1, hour: usage.hour + 1, ..usage });
             }
             let clock = DefaultClock::default();
-            let refused = match state.minute.check() {
-                Err(not_until) => Some(not_until.wait_time_from(clock.now())),
-                Ok(()) => state.hour.check().err().map(|not_until| not_until.wait_time_from(clock.now())),
-            };
-            match refused {
-                Some(wait) => Verdict::Limited { retry_after: wait.max(Duration::from_secs(1)), usage },
-                None => {
+            let admitted = state.minute.check().and_then(|m| state.hour.check().map(|h| (m, h)));
+            match admitted {
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(clock.now()).max(Duration::from_secs(1));
+                    Verdict::Limited { retry_after: wait, usage: Usage { burst_left: Some(0), ..usage } }
+                }
+                Ok((m, h)) => {
                     state.minute_count.1 += 1;
                     state.hour_count.1 += 1;
-                    Verdict::Admitted(Usage { minute: usage.minute + 1, hour: usage.hour + 1, ..usage })
+                    let burst_left = m.remaining_burst_capacity().min(h.remaining_burst_capacity());
+                    Verdict::Admitted(Usage {
+                        minute: usage.minute + 1,
+                        hour: usage.hour + 1,
+                        burst_left: Some(burst_left),
+                        ..usage
+                    })
                 }
             }
         })
@@ -186,19 +211,28 @@ mod tests {
     fn a_burst_passes_then_the_bucket_refuses_with_a_wait() {
         let limits = RateLimits::default();
         let now = 1_800_000_000;
-        for i in 0..10 {
-            assert!(matches!(limits.check("k", RateTier::Starter, now), Verdict::Admitted(_)), "request {i}");
+        // Professional: 50 at once (its burst), then one every 200 ms; the header counts down
+        // to what the bucket would take, not to the minute's 300.
+        for i in 0..50 {
+            let Verdict::Admitted(u) = limits.check("k", RateTier::Professional, now) else { panic!("request {i}") };
+            assert_eq!(u.remaining(), Some(49 - i), "request {i}");
         }
-        match limits.check("k", RateTier::Starter, now) {
+        match limits.check("k", RateTier::Professional, now) {
             Verdict::Limited { retry_after, usage } => {
                 assert!(
                     retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(2),
                     "{retry_after:?}"
                 );
-                assert_eq!((usage.minute, usage.hour), (10, 10));
+                assert_eq!((usage.minute, usage.hour, usage.remaining()), (50, 50, Some(0)));
+                assert_eq!(usage.headers().unwrap()[1], ("x-ratelimit-remaining", "0".to_string()));
             }
             other => panic!("{other:?}"),
         }
+        // Starter: its whole minute at once (the WHMCS module paces itself at 60 a minute).
+        for i in 0..60 {
+            assert!(matches!(limits.check("s", RateTier::Starter, now), Verdict::Admitted(_)), "request {i}");
+        }
+        assert!(matches!(limits.check("s", RateTier::Starter, now), Verdict::Limited { .. }));
         // Other keys have their own buckets; enterprise is unlimited.
         assert!(matches!(limits.check("other", RateTier::Starter, now), Verdict::Admitted(_)));
         for _ in 0..1000 {
@@ -217,7 +251,7 @@ mod tests {
         assert_eq!((u.minute, u.hour, u.reset_at), (1, 1, t + 60));
         let h = u.headers().unwrap();
         assert_eq!(h[0].1, "300");
-        assert_eq!(h[1].1, "299");
+        assert_eq!(h[1].1, "49", "the bucket's burst of 50, one used, binds before the minute's 300");
         let later = limits.usage("k", RateTier::Professional, t + 65);
         assert_eq!((later.minute, later.hour, later.reset_at), (0, 1, t + 120));
         assert!(limits.usage("k", RateTier::Enterprise, t).headers().is_none());

@@ -81,7 +81,17 @@ const LATER: &[&str] = &[
     "redirects",
     "php",
     "wordpress",
+    "search",
 ];
+
+/// Nested paths of a served resource that belong to a later release (501): bandwidth per domain
+/// comes with the domains.
+const LATER_PATHS: &[&str] = &["/v1/bandwidth/domains"];
+
+/// Second spellings the official clients use for one resource: served, but left out of
+/// `/v1/api-spec` (the MCP server names a tool after its path, and both spellings would make the
+/// same name, taking the official one from the path it stands for).
+const ALIASES: &[&str] = &["/v1/email/accounts", "/v1/ftp/accounts"];
 
 /// One endpoint of the table.
 #[derive(Debug, Clone, Copy)]
@@ -164,18 +174,18 @@ const NODE_QUERY: &[(&str, &str, bool)] = &[("node_id", "integer", false)];
 /// Every endpoint: what this controller serves and what the document and the official clients
 /// name for later releases.
 pub static ENDPOINTS: &[Endpoint] = &[
-    Endpoint { public: true, ..ep("GET", "/health", "Utility", None, "Health (no signature)") },
-    Endpoint { public: true, ..ep("GET", "/v1/health", "Utility", None, "Health (no signature)") },
-    Endpoint { public: true, ..ep("GET", "/v1/api-spec", "Utility", None, "This endpoint list (no signature)") },
-    ep("GET", "/v1/me", "Utility", None, "The calling API key, its scopes and user"),
-    ep("GET", "/v1/rate-limit", "Utility", None, "The calling key's rate tier and usage"),
-    ep("GET", "/v1/postman-collection", "Utility", None, "A Postman v2.1 collection with a signing pre-request script"),
+    Endpoint { public: true, ..ep("GET", "/health", "Core", None, "Health (no signature)") },
+    Endpoint { public: true, ..ep("GET", "/v1/health", "Core", None, "Health (no signature)") },
+    Endpoint { public: true, ..ep("GET", "/v1/api-spec", "Core", None, "This endpoint list (no signature)") },
+    ep("GET", "/v1/me", "Core", None, "The calling API key, its scopes and user"),
+    ep("GET", "/v1/rate-limit", "Core", None, "The calling key's rate tier and usage"),
+    ep("GET", "/v1/postman-collection", "Core", None, "A Postman v2.1 collection with a signing pre-request script"),
     ep("GET", "/v1/api-keys", "API Keys", Some("*:*"), "List API keys"),
     Endpoint {
         body: KEY_BODY,
         ..ep("POST", "/v1/api-keys", "API Keys", Some("*:*"), "Create an API key (secret shown once)")
     },
-    ep("GET", "/v1/api-keys/{id}", "API Keys", Some("*:*"), "One API key"),
+    ep("GET", "/v1/api-keys/{key_id}", "API Keys", Some("*:*"), "One API key"),
     Endpoint {
         body: &[
             ("name", "string", false),
@@ -185,10 +195,10 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ("is_active", "boolean", false),
             ("expires_in", "integer", false),
         ],
-        ..ep("PATCH", "/v1/api-keys/{id}", "API Keys", Some("*:*"), "Change, enable or disable an API key")
+        ..ep("PATCH", "/v1/api-keys/{key_id}", "API Keys", Some("*:*"), "Change, enable or disable an API key")
     },
-    ep("DELETE", "/v1/api-keys/{id}", "API Keys", Some("*:*"), "Delete an API key"),
-    ep("POST", "/v1/api-keys/{id}/regenerate", "API Keys", Some("*:*"), "A new secret (shown once)"),
+    ep("DELETE", "/v1/api-keys/{key_id}", "API Keys", Some("*:*"), "Delete an API key"),
+    ep("POST", "/v1/api-keys/{key_id}/regenerate", "API Keys", Some("*:*"), "A new secret (shown once)"),
     ep("GET", "/v1/webhooks", "Webhooks", Some("webhooks:read"), "List webhooks"),
     Endpoint {
         body: WEBHOOK_BODY,
@@ -223,8 +233,18 @@ pub static ENDPOINTS: &[Endpoint] = &[
         query: NODE_QUERY,
         ..ep(
             "GET",
+            "/v1/server/metrics",
+            "Server",
+            Some("server:read"),
+            "A node's live metrics: CPU, memory, disk, load and network (the status' figures)",
+        )
+    },
+    Endpoint {
+        query: NODE_QUERY,
+        ..ep(
+            "GET",
             "/v1/server/services",
-            "Services",
+            "Server",
             Some("services:read"),
             "The node's allowed systemd services with state, PID, uptime, CPU and memory",
         )
@@ -234,7 +254,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "POST",
             "/v1/server/services/{name}/start",
-            "Services",
+            "Server",
             Some("services:start"),
             "Start a service (waits for systemd's job)",
         )
@@ -244,7 +264,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "POST",
             "/v1/server/services/{name}/stop",
-            "Services",
+            "Server",
             Some("services:stop"),
             "Stop a service (waits for systemd's job)",
         )
@@ -254,7 +274,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "POST",
             "/v1/server/services/{name}/restart",
-            "Services",
+            "Server",
             Some("services:restart"),
             "Restart a service (waits for systemd's job)",
         )
@@ -264,7 +284,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "GET",
             "/v1/files/accessible-directories",
-            "Files",
+            "File Manager",
             Some("files:read"),
             "The directories the file manager may act in (data.directories[], [0] the default)",
         )
@@ -276,14 +296,14 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ("show_hidden", "boolean", false),
             ("node_id", "integer", false),
         ],
-        ..ep("GET", "/v1/files", "Files", Some("files:read"), "List a directory (data.files[])")
+        ..ep("GET", "/v1/files", "File Manager", Some("files:read"), "List a directory (data.files[])")
     },
     Endpoint {
         query: &[("path", "string", true), ("user_id", "string", false), ("node_id", "integer", false)],
         ..ep(
             "GET",
             "/v1/files/content",
-            "Files",
+            "File Manager",
             Some("files:read"),
             "Read a file (data.content; data.encoding utf-8 or base64)",
         )
@@ -299,7 +319,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "PUT",
             "/v1/files/content",
-            "Files",
+            "File Manager",
             Some("files:write"),
             "Write a file atomically (encoding utf-8 or base64)",
         )
@@ -317,7 +337,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "POST",
             "/v1/files",
-            "Files",
+            "File Manager",
             Some("files:write"),
             "Create a file or folder (type file, folder or directory) in path",
         )
@@ -328,7 +348,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "DELETE",
             "/v1/files",
-            "Files",
+            "File Manager",
             Some("files:delete"),
             "Delete files and folders (?path= or a JSON body {paths[]}): to the trash unless permanent is true",
         )
@@ -343,7 +363,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "GET",
             "/v1/files/trash",
-            "Files",
+            "File Manager",
             Some("files:read"),
             "The trash, newest first (data[]: id, name, original_path, type, size, deleted_at; total, page, limit)",
         )
@@ -353,25 +373,31 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ..ep(
             "GET",
             "/v1/files/trash/stats",
-            "Files",
+            "File Manager",
             Some("files:read"),
             "Entries and bytes in the trash (data.count, data.total_bytes, per root)",
         )
     },
     Endpoint {
         query: &[("user_id", "string", false), ("node_id", "integer", false)],
-        ..ep("DELETE", "/v1/files/trash/{id}", "Files", Some("files:delete"), "Remove one trash entry for good")
+        ..ep("DELETE", "/v1/files/trash/{id}", "File Manager", Some("files:delete"), "Remove one trash entry for good")
     },
     Endpoint {
         body: &[("user_id", "string", false), ("node_id", "integer", false)],
-        ..ep("POST", "/v1/files/trash/empty", "Files", Some("files:delete"), "Empty the trash (removed for good)")
+        ..ep(
+            "POST",
+            "/v1/files/trash/empty",
+            "File Manager",
+            Some("files:delete"),
+            "Empty the trash (removed for good)",
+        )
     },
     Endpoint {
         body: &[("user_id", "string", false), ("node_id", "integer", false)],
         ..ep(
             "POST",
             "/v1/files/trash/{id}/restore",
-            "Files",
+            "File Manager",
             Some("files:write"),
             "Put a trash entry back at its original path (409 when something is there now)",
         )
@@ -406,6 +432,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
             "An account's traffic of the month (data.bytes_used; the node's total until accounts exist)",
         )
     },
+    later("GET", "/v1/bandwidth/domains/{id}", "Bandwidth", "bandwidth:read"),
+    later("GET", "/v1/search", "Core", "accounts:read"),
     later("GET", "/v1/accounts", "Accounts", "accounts:read"),
     later("POST", "/v1/accounts", "Accounts", "accounts:write"),
     later("GET", "/v1/accounts/{id}", "Accounts", "accounts:read"),
@@ -450,7 +478,8 @@ fn resource_of(path: &str) -> &str {
 /// the family's envelope; the caller's signature was checked first).
 pub async fn unrouted(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     let resource = resource_of(uri.path());
-    if LATER.contains(&resource) {
+    let backend = super::auth::backend_path(uri.path());
+    if LATER.contains(&resource) || LATER_PATHS.iter().any(|p| backend.starts_with(p)) {
         return ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NOT_IMPLEMENTED",
@@ -489,6 +518,7 @@ fn base(headers: &HeaderMap, path: &str) -> String {
 pub async fn api_spec(headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Json<Value> {
     let endpoints: Vec<Value> = ENDPOINTS
         .iter()
+        .filter(|e| !ALIASES.contains(&e.path))
         .map(|e| {
             let content_type = if e.body.is_empty() { "none" } else { "application/json" };
             json!({
@@ -513,7 +543,7 @@ pub async fn api_spec(headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Json
         })
         .collect();
     let mut categories: Vec<(&str, usize)> = vec![];
-    for e in ENDPOINTS {
+    for e in ENDPOINTS.iter().filter(|e| !ALIASES.contains(&e.path)) {
         match categories.iter_mut().find(|(c, _)| *c == e.category) {
             Some((_, n)) => *n += 1,
             None => categories.push((e.category, 1)),
@@ -688,7 +718,11 @@ mod tests {
             assert!(e.path.starts_with("/v1/") || e.path == "/health", "{}", e.path);
             assert_eq!(ENDPOINTS.iter().filter(|o| o.method == e.method && o.path == e.path).count(), 1, "{}", e.path);
             if !e.served {
-                assert!(LATER.contains(&resource_of(e.path)), "{} must answer 501", e.path);
+                assert!(
+                    LATER.contains(&resource_of(e.path)) || LATER_PATHS.iter().any(|p| e.path.starts_with(p)),
+                    "{} must answer 501",
+                    e.path
+                );
             }
         }
     }
