@@ -51,11 +51,21 @@ pub struct FilesSettings {
     pub read_max_bytes: u64,
     /// Largest file written, bytes.
     pub write_max_bytes: u64,
+    /// Days a trashed entry is kept before it is removed for good (0: until emptied).
+    pub trash_days: u32,
 }
+
+/// Default days an entry stays in the trash.
+pub const DEFAULT_TRASH_DAYS: u32 = 30;
 
 impl Default for FilesSettings {
     fn default() -> Self {
-        FilesSettings { roots: vec![], read_max_bytes: DEFAULT_READ_MAX, write_max_bytes: DEFAULT_WRITE_MAX }
+        FilesSettings {
+            roots: vec![],
+            read_max_bytes: DEFAULT_READ_MAX,
+            write_max_bytes: DEFAULT_WRITE_MAX,
+            trash_days: DEFAULT_TRASH_DAYS,
+        }
     }
 }
 
@@ -151,6 +161,8 @@ pub struct FilesDriver {
     roots: Vec<Root>,
     read_max: u64,
     write_max: u64,
+    /// How long trashed entries are kept, ms (None: until emptied).
+    trash_keep_ms: Option<i64>,
     uploads: Mutex<HashMap<u64, Upload>>,
 }
 
@@ -180,6 +192,7 @@ impl FilesDriver {
             roots,
             read_max: settings.read_max_bytes,
             write_max: settings.write_max_bytes,
+            trash_keep_ms: (settings.trash_days > 0).then(|| i64::from(settings.trash_days) * 86_400_000),
             uploads: Mutex::new(HashMap::new()),
         }))
     }
@@ -696,7 +709,12 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(outside.join("passwd"), "secret").unwrap();
         std::fs::write(root.join("site/index.html"), "hello").unwrap();
-        let settings = FilesSettings { roots: vec![root.clone()], read_max_bytes: 1000, write_max_bytes: 2000 };
+        let settings = FilesSettings {
+            roots: vec![root.clone()],
+            read_max_bytes: 1000,
+            write_max_bytes: 2000,
+            ..Default::default()
+        };
         let driver = FilesDriver::new(&settings).unwrap().unwrap();
         Fixture { _tmp: tmp, root, outside, driver }
     }

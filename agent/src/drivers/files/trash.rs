@@ -182,9 +182,12 @@ impl FilesDriver {
         }
     }
 
-    /// Every complete slot of root `root`'s trash: (id, record).
+    /// Every complete slot of root `root`'s trash: (id, record). Entries kept longer than
+    /// `[files] trash_days` are removed for good on the way (so the trash expires whenever it is
+    /// used, without a timer of its own).
     fn slots(&self, root: usize) -> FileResult<Vec<(String, Meta)>> {
         let Some(trash) = self.trash_dir(root, false)? else { return Ok(vec![]) };
+        let expired_before = self.trash_keep_ms.map(|keep| now_ms() - keep);
         let mut found = vec![];
         for entry in rustix::fs::Dir::read_from(&trash).map_err(|e| errno(e, TRASH_DIR))?.filter_map(Result::ok) {
             let Ok(id) = std::str::from_utf8(entry.file_name().to_bytes()) else { continue };
@@ -194,6 +197,14 @@ impl FilesDriver {
             let Ok(slot) = rustix::fs::openat(&trash, id, nofollow_dir(), Mode::empty()) else { continue };
             let complete = rustix::fs::statat(&slot, ENTRY, AtFlags::SYMLINK_NOFOLLOW).is_ok();
             if let Some(meta) = read_meta(&slot).filter(|_| complete) {
+                if expired_before.is_some_and(|before| meta.deleted_ms < before) {
+                    drop(slot);
+                    match remove_slot(&trash, OsStr::new(id), id) {
+                        Ok(()) => tracing::info!(id, path = %meta.path, "trash entry expired and removed"),
+                        Err(e) => tracing::warn!(id, error = %e.message, "expired trash entry not removed"),
+                    }
+                    continue;
+                }
                 found.push((id.to_string(), meta));
             }
         }
@@ -223,6 +234,11 @@ impl FilesDriver {
     pub(super) fn trash(&self, paths: &[String]) -> FileResult<Vec<TrashEntry>> {
         if paths.is_empty() {
             return Err(bad("no path to move to the trash"));
+        }
+        if self.trash_keep_ms.is_some() {
+            for root in 0..self.roots.len() {
+                self.slots(root)?;
+            }
         }
         let mut targets = vec![];
         for path in paths {
@@ -408,6 +424,7 @@ mod tests {
     use flotilla_protocol::files::{FileAnswer, FileOp, FileWrite};
 
     use super::super::tests::Fixture;
+    use super::super::FilesSettings;
     use super::*;
 
     /// The files driver's fixture, with `site/css/a.css` too.
@@ -609,5 +626,29 @@ mod tests {
         let answer = f.driver.handle(FileOp::Trash { paths: vec!["a".into(), "missing".into()] });
         assert_eq!(kind(answer), Some(FileErrorKind::NotFound));
         assert!(f.root.join("a").exists());
+    }
+
+    #[test]
+    fn entries_older_than_trash_days_are_removed_when_the_trash_is_next_used() {
+        let f = fixture();
+        let kept = trash(&f, &["site/index.html"]);
+        let old = trash(&f, &["site/css/a.css"]);
+        // Age the second entry's record past the 30 days kept by default.
+        let slot = f.root.join(TRASH_DIR).join(&old[0].id);
+        let mut meta: Meta = serde_json::from_slice(&std::fs::read(slot.join(META)).unwrap()).unwrap();
+        meta.deleted_ms -= 31 * 86_400_000;
+        std::fs::write(slot.join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
+        let (entries, total) = list(&f, 1, 10);
+        assert_eq!(total, 1);
+        assert_eq!(entries[0].id, kept[0].id);
+        assert!(!slot.exists(), "the expired entry is gone for good");
+        // trash_days = 0 keeps entries until emptied.
+        let settings = FilesSettings { roots: vec![f.root.clone()], trash_days: 0, ..Default::default() };
+        let forever = FilesDriver::new(&settings).unwrap().unwrap();
+        let slot = f.root.join(TRASH_DIR).join(&kept[0].id);
+        let mut meta: Meta = serde_json::from_slice(&std::fs::read(slot.join(META)).unwrap()).unwrap();
+        meta.deleted_ms -= 365 * 86_400_000;
+        std::fs::write(slot.join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert_eq!(forever.trash_list(1, 10).unwrap().1, 1);
     }
 }
