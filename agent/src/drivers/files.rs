@@ -500,11 +500,9 @@ impl FilesDriver {
         }
     }
 
-    fn delete(&self, paths: &[String], recursive: bool) -> FileResult<()> {
-        if paths.is_empty() {
-            return Err(bad("no path to delete"));
-        }
-        // Every path is checked before anything is removed.
+    /// Each of `paths` located, with its parent directory open, after checking that every one
+    /// exists (not following a final link): the all-or-nothing start of a delete or a trash.
+    fn existing_entries(&self, paths: &[String]) -> FileResult<Vec<(Located, OwnedFd)>> {
         let mut targets = vec![];
         for path in paths {
             let at = self.locate(path)?;
@@ -512,6 +510,15 @@ impl FilesDriver {
             rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| errno(e, path))?;
             targets.push((at, dir));
         }
+        Ok(targets)
+    }
+
+    fn delete(&self, paths: &[String], recursive: bool) -> FileResult<()> {
+        if paths.is_empty() {
+            return Err(bad("no path to delete"));
+        }
+        // Every path is checked before anything is removed.
+        let targets = self.existing_entries(paths)?;
         for (at, dir) in &targets {
             let name = at.split().expect("checked by parent_dir").1;
             let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| errno(e, &at.shown))?;

@@ -240,13 +240,7 @@ impl FilesDriver {
                 self.slots(root)?;
             }
         }
-        let mut targets = vec![];
-        for path in paths {
-            let at = self.locate(path)?;
-            let (dir, name) = self.parent_dir(&at)?;
-            rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| errno(e, path))?;
-            targets.push((at, dir));
-        }
+        let targets = self.existing_entries(paths)?;
         targets.iter().map(|(at, dir)| self.trash_one(at, dir)).collect()
     }
 
