@@ -307,6 +307,12 @@ enum UserCommand {
     /// Delete a user with their API keys, webhooks and sessions (refused while they own
     /// virtual servers, and for the last administrator). Raises `user.deleted`.
     Delete { username: String },
+    /// List the users: id, name, role, e-mail, created (no passwords).
+    List {
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -572,6 +578,32 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
                 }
                 store.set_user_email(&username, Some(email))?;
                 println!("e-mail of {username:?} set to {email}");
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::List { json }) => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let store = Store::open(&data_dir)?;
+            let users = store.users()?;
+            let created = |u: &flotilla_controller::store::UserSummary| {
+                u.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+            };
+            if json {
+                let list: Vec<serde_json::Value> = users
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "id": u.id, "username": u.username, "role": u.role.as_str(),
+                            "email": u.email, "created_at": created(u),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for u in &users {
+                    let email = u.email.as_deref().unwrap_or("-");
+                    println!("{:>4}  {:<20} {:<9} {:<30} {}", u.id, u.username, u.role.as_str(), email, created(u));
+                }
             }
             Ok(())
         }

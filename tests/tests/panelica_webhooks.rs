@@ -379,6 +379,11 @@ fn users_added_and_deleted_by_the_cli_reach_the_running_controllers_webhooks() {
     assert_eq!(created["data"]["role"], "viewer");
     assert!(created["id"].as_str().is_some_and(|id| id.starts_with("evt_")), "{created}");
 
+    let listed = user_command(&fleet, &["list", "--json"]);
+    let users: Value = serde_json::from_slice(&listed.stdout).expect("user list --json");
+    let row = users.as_array().unwrap().iter().find(|u| u["username"] == "carol").cloned().expect("carol listed");
+    assert_eq!((&row["id"], &row["role"]), (&created["data"]["user_id"], &json!("viewer")), "{row}");
+    assert!(row.get("password_hash").is_none(), "{row}");
     let carol = basic_header("carol", "correct horse battery");
     assert_eq!(fleet.api.request("GET", "/api/v1/nodes", None, Some(&carol)).status, 200);
     let out = user_command(&fleet, &["delete", "carol"]);
@@ -387,6 +392,8 @@ fn users_added_and_deleted_by_the_cli_reach_the_running_controllers_webhooks() {
     let deleted = got[1].json();
     assert_eq!(deleted["type"], "user.deleted", "{deleted}");
     assert_eq!(deleted["data"]["user_id"], created["data"]["user_id"]);
+    let listed = user_command(&fleet, &["list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("carol"), "deleted users are not listed");
     // A deleted user is gone: Basic auth of the multi-server API refuses them.
     assert_eq!(fleet.api.request("GET", "/api/v1/nodes", None, Some(&carol)).status, 401);
     let again = user_command(&fleet, &["delete", "carol"]);

@@ -118,6 +118,16 @@ pub struct UserRecord {
     pub role: Role,
 }
 
+/// A user as listed (no password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub email: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
 /// What creating a node needs.
 #[derive(Debug, Clone, Default)]
 pub struct NewNode {
@@ -251,6 +261,22 @@ impl Store {
         webhooks::enqueue_event(&tx, &NewEvent::new(events::USER_CREATED, data), &Audience::Fleet)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Every user, oldest first: (record without its hash, e-mail, created).
+    pub fn users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, username, role, email, created_at FROM users ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<Vec<(i64, String, String, Option<String>, i64)>, _>>()?;
+        rows.into_iter()
+            .map(|(id, username, role, email, created)| {
+                Ok(UserSummary { id, username, role: Role::parse(&role)?, email, created_at: from_unix(created) })
+            })
+            .collect()
     }
 
     /// Deletes a user with their API keys, webhooks and sessions, and queues `user.deleted`.

@@ -817,6 +817,8 @@ pub(crate) mod tests {
         store.conn().execute("DELETE FROM vps_servers", []).unwrap();
 
         let own_hook = hook(&store, bob, &["*"]);
+        let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.username).collect();
+        assert_eq!(names, ["root", "bob"]);
         let deleted = store.delete_user("bob").unwrap();
         assert_eq!(deleted.id, bob);
         assert!(store.webhook(&own_hook.id).unwrap().is_none(), "their webhooks go with them");
