@@ -107,6 +107,9 @@ enum Command {
     /// Manage built-in users.
     #[command(subcommand)]
     User(UserCommand),
+    /// See the e-mail outbox.
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Write a backup archive of the data dir (mode 0600): a consistent copy of the store, taken
     /// with SQLite's online backup API while `serve` keeps running, plus secret.key and the CA.
     Backup {
@@ -288,6 +291,23 @@ enum RolloutCommand {
     },
     /// Cancel a running rollout: no further wave starts.
     Cancel { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum MailCommand {
+    /// The e-mail outbox: mail waiting to be sent and mail given up, newest first (with --all,
+    /// sent mail too). Works while the controller runs.
+    List {
+        /// Sent mail too.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -578,6 +598,47 @@ async fn real_main(cli: Cli, file: FileConfig, reload: flotilla_agent::logging::
                 }
                 store.set_user_email(&username, Some(email))?;
                 println!("e-mail of {username:?} set to {email}");
+            }
+            Ok(())
+        }
+        Command::Mail(MailCommand::List { all, limit, json }) => {
+            use flotilla_controller::store::{iso_ms, MailState};
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let store = Store::open(&data_dir)?;
+            let states: &[MailState] = if all { &[] } else { &[MailState::Pending, MailState::Failed] };
+            let mails = store.mails(states, limit)?;
+            if json {
+                let list: Vec<serde_json::Value> = mails
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "id": m.id, "recipient": m.recipient, "subject": m.subject, "state": m.state.as_str(),
+                            "attempts": m.attempts, "next_attempt_at": (m.state == MailState::Pending).then(|| iso_ms(m.next_attempt_at_ms)),
+                            "last_error": m.last_error, "created_at": iso_ms(m.created_at_ms),
+                            "sent_at": m.sent_at_ms.map(iso_ms),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else if mails.is_empty() {
+                println!("no mail {}", if all { "in the outbox" } else { "waiting or given up" });
+            } else {
+                for m in &mails {
+                    let when = match m.state {
+                        MailState::Pending => format!("next try {}", iso_ms(m.next_attempt_at_ms)),
+                        MailState::Sent => format!("sent {}", m.sent_at_ms.map(iso_ms).unwrap_or_default()),
+                        MailState::Failed => "given up".to_string(),
+                    };
+                    println!(
+                        "{:>6}  {:<7} tries={:<2} {:<28} {:?}  {when}{}",
+                        m.id,
+                        m.state.as_str(),
+                        m.attempts,
+                        m.recipient,
+                        m.subject,
+                        m.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                    );
+                }
             }
             Ok(())
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_tests::harness::{wait_for, Fleet};
 use flotilla_tests::vps::{self, Cleanup, Vps};
+use serde_json::json;
 
 /// A Python with aiosmtpd, in a venv under ~/.cache/flotilla (created once).
 fn smtp_python() -> Result<PathBuf, String> {
@@ -137,7 +138,11 @@ fn the_owner_is_mailed_once_when_the_server_is_ready_even_across_a_controller_cr
     fleet.start_controller();
 
     // Back up: the outbox still holds the mail and retries it (1, 2, 4, 8 s apart) while the
-    // port refuses; the sink comes up and a retry delivers.
+    // port refuses; the sink comes up and a retry delivers. The operator can see it waiting.
+    let waiting = mail_list(&fleet, &["--json"]);
+    let waiting = waiting.as_array().expect("mail list --json");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!((&waiting[0]["recipient"], &waiting[0]["state"]), (&json!("bob@example.com"), &json!("pending")));
     std::thread::sleep(Duration::from_secs(1));
     let mail_dir = fleet.controller_data_dir().with_file_name("mail");
     let _sink = Sink::start(&python, smtp, &mail_dir, &mail_dir.with_extension("log"));
@@ -158,4 +163,24 @@ fn the_owner_is_mailed_once_when_the_server_is_ready_even_across_a_controller_cr
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(received(&mail_dir).len(), 1, "one mail, sent once");
+    assert_eq!(mail_list(&fleet, &["--json"]), json!([]), "nothing waits any more");
+    let all = mail_list(&fleet, &["--all", "--json"]);
+    assert_eq!(
+        (&all[0]["state"], all[0]["attempts"].as_u64().is_some_and(|n| n >= 1)),
+        (&json!("sent"), true),
+        "{all}"
+    );
+}
+
+/// `flotilla-controller mail list ARGS` against the running controller's data dir, parsed.
+fn mail_list(fleet: &Fleet, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(flotilla_tests::harness::bin_dir().join("flotilla-controller"))
+        .arg("--data-dir")
+        .arg(fleet.controller_data_dir())
+        .args(["mail", "list"])
+        .args(args)
+        .output()
+        .expect("flotilla-controller mail list");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON from mail list --json")
 }

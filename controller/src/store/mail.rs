@@ -76,6 +76,27 @@ pub struct MailRecord {
     pub sent_at_ms: Option<i64>,
 }
 
+const MAIL_COLUMNS: &str =
+    "id, recipient, subject, state, attempts, next_attempt_at, claimed_until, last_error, created_at, sent_at";
+
+type RawMail = (i64, String, String, String, u32, i64, Option<i64>, Option<String>, i64, Option<i64>);
+
+fn mail_record(raw: RawMail) -> Result<MailRecord, StoreError> {
+    let (id, recipient, subject, state, attempts, next, claimed, last_error, created, sent) = raw;
+    Ok(MailRecord {
+        id,
+        recipient,
+        subject,
+        state: MailState::parse(&state)?,
+        attempts,
+        next_attempt_at_ms: next,
+        claimed_until_ms: claimed,
+        last_error,
+        created_at_ms: created,
+        sent_at_ms: sent,
+    })
+}
+
 impl Store {
     /// Queues a mail, due at once; returns its id.
     pub fn enqueue_mail(&self, recipient: &str, subject: &str, body: &str, now_ms: i64) -> Result<i64, StoreError> {
@@ -173,31 +194,34 @@ impl Store {
 
     /// One queued mail by id.
     pub fn mail(&self, id: i64) -> Result<Option<MailRecord>, StoreError> {
-        type Raw = (i64, String, String, String, u32, i64, Option<i64>, Option<String>, i64, Option<i64>);
-        let raw: Option<Raw> = self
+        let raw: Option<RawMail> = self
             .conn()
-            .query_row(
-                "SELECT id, recipient, subject, state, attempts, next_attempt_at, claimed_until, last_error, \
-                 created_at, sent_at FROM mail_outbox WHERE id = ?1",
-                params![id],
-                |r| Raw::try_from(r),
-            )
-            .optional()?;
-        raw.map(|(id, recipient, subject, state, attempts, next, claimed, last_error, created, sent)| {
-            Ok(MailRecord {
-                id,
-                recipient,
-                subject,
-                state: MailState::parse(&state)?,
-                attempts,
-                next_attempt_at_ms: next,
-                claimed_until_ms: claimed,
-                last_error,
-                created_at_ms: created,
-                sent_at_ms: sent,
+            .query_row(&format!("SELECT {MAIL_COLUMNS} FROM mail_outbox WHERE id = ?1"), params![id], |r| {
+                RawMail::try_from(r)
             })
-        })
-        .transpose()
+            .optional()?;
+        raw.map(mail_record).transpose()
+    }
+
+    /// The newest `limit` mails, only those in `states` (all when empty).
+    pub fn mails(&self, states: &[MailState], limit: usize) -> Result<Vec<MailRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {MAIL_COLUMNS} FROM mail_outbox ORDER BY id DESC LIMIT ?1"))?;
+        let wanted = |m: &MailRecord| states.is_empty() || states.contains(&m.state);
+        let mut found = vec![];
+        // Filtered here rather than in SQL: the outbox is pruned to days of mail, and the states
+        // stay one enum in one place.
+        for raw in stmt.query_map(params![i64::MAX], |r| RawMail::try_from(r))? {
+            let record = mail_record(raw?)?;
+            if wanted(&record) {
+                found.push(record);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Deletes sent and failed mails created before `before_ms`; returns how many.
@@ -321,5 +345,23 @@ mod tests {
         assert_eq!(store.prune_mail(10_000).unwrap(), 2);
         assert!(store.mail(sent).unwrap().is_none() && store.mail(failed).unwrap().is_none());
         assert!(store.mail(pending).unwrap().is_some() && store.mail(recent).unwrap().is_some());
+    }
+
+    #[test]
+    fn mails_are_listed_newest_first_by_state() {
+        let (_d, store) = open();
+        let a = store.enqueue_mail("a@x.test", "one", "b", 1).unwrap();
+        let b = store.enqueue_mail("b@x.test", "two", "b", 2).unwrap();
+        let c = store.enqueue_mail("c@x.test", "three", "b", 3).unwrap();
+        store.record_mail_attempt(a, &MailOutcome::Sent, 10).unwrap();
+        store.record_mail_attempt(b, &MailOutcome::Failed { error: "refused".into() }, 10).unwrap();
+        let ids = |states: &[MailState], limit| -> Vec<i64> {
+            store.mails(states, limit).unwrap().iter().map(|m| m.id).collect()
+        };
+        assert_eq!(ids(&[], 10), [c, b, a]);
+        assert_eq!(ids(&[MailState::Pending, MailState::Failed], 10), [c, b]);
+        assert_eq!(ids(&[MailState::Failed], 10), [b]);
+        assert_eq!(ids(&[], 2), [c, b]);
+        assert_eq!(store.mails(&[MailState::Failed], 1).unwrap()[0].last_error.as_deref(), Some("refused"));
     }
 }
