@@ -14,13 +14,13 @@ use flotilla_protocol::rpc::{RequestKind, RpcError};
 use flotilla_protocol::NodeId;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::auth::Caller;
 use super::node::{self, NodeChoice};
 use super::{ok, ApiError};
 use crate::api::AppState;
 use crate::fleet::FleetError;
+use crate::store::iso_ms;
 
 const CALL: Duration = Duration::from_secs(15);
 
@@ -74,19 +74,9 @@ async fn report(state: &AppState, caller: &Caller, p: &BandwidthParams) -> Resul
             format!("node {} keeps no bandwidth counters (an older agent)", node.0),
         ),
         FleetError::Rpc { error: RpcError::BadRequest(why), .. } => ApiError::bad(why),
-        FleetError::Timeout(node) => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "NODE_TIMEOUT", format!("node {} did not answer", node.0))
-        }
-        other => ApiError::new(StatusCode::BAD_GATEWAY, "NODE_ERROR", other.to_string()),
+        other => node::link_error(other, CALL),
     })?;
     Ok((node, codec::decode_from(&answer).map_err(ApiError::internal)?))
-}
-
-fn sampled_at(r: &BandwidthReport) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(r.sampled_at_ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 fn totals(r: &BandwidthReport) -> (u64, u64) {
@@ -126,7 +116,7 @@ pub async fn usage(
         "interfaces": interfaces(&r),
         "domains": [],
         "node_id": node.0,
-        "sampled_at": sampled_at(&r),
+        "sampled_at": iso_ms(r.sampled_at_ms as i64),
     })))
 }
 
@@ -160,7 +150,7 @@ pub async fn summary(
         "interfaces": interfaces(&r),
         "days": days,
         "node_id": node.0,
-        "sampled_at": sampled_at(&r),
+        "sampled_at": iso_ms(r.sampled_at_ms as i64),
     })))
 }
 
@@ -192,7 +182,7 @@ pub async fn account(
         "scope": "node",
         "note": "accounts are not served by this release yet: this is the whole node's traffic for the month",
         "node_id": node.0,
-        "sampled_at": sampled_at(&r),
+        "sampled_at": iso_ms(r.sampled_at_ms as i64),
     })))
 }
 

@@ -55,16 +55,6 @@ fn allow(caller: &Caller, scope: &str) -> Result<(), ApiError> {
 
 fn call_error(e: FleetError) -> ApiError {
     match e {
-        FleetError::NotConnected(node) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NODE_OFFLINE",
-            format!("node {} is offline; try again later", node.0),
-        ),
-        FleetError::Timeout(node) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "NODE_TIMEOUT",
-            format!("node {} did not answer in {} s", node.0, CALL.as_secs()),
-        ),
         FleetError::Rpc { node, error: RpcError::Unsupported(_) } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "FILES_UNAVAILABLE",
@@ -72,7 +62,7 @@ fn call_error(e: FleetError) -> ApiError {
         )
         .details("set [files] roots in the node's agent.toml (or upgrade its agent)"),
         FleetError::Rpc { error: RpcError::BadRequest(why), .. } => ApiError::bad(why),
-        other => ApiError::new(StatusCode::BAD_GATEWAY, "NODE_ERROR", other.to_string()),
+        other => node::link_error(other, CALL),
     }
 }
 

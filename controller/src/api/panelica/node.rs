@@ -2,11 +2,15 @@
 //! else the only node, else the node running on the controller's own host (the demo's local
 //! agent), else the caller must say.
 
+use std::time::Duration;
+
+use axum::http::StatusCode;
 use flotilla_protocol::NodeId;
 use serde::Deserialize;
 
 use super::{blocking, ApiError};
 use crate::api::AppState;
+use crate::fleet::FleetError;
 
 /// The optional `node_id` of host endpoints (query string or body).
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -26,11 +30,7 @@ pub async fn select(state: &AppState, choice: NodeChoice) -> Result<NodeId, ApiE
             .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?,
         None if nodes.len() == 1 => nodes[0].id,
         None if nodes.is_empty() => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "NO_NODE",
-                "no node is enrolled yet",
-            ))
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NO_NODE", "no node is enrolled yet"))
         }
         None => {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
@@ -51,11 +51,30 @@ pub async fn select(state: &AppState, choice: NodeChoice) -> Result<NodeId, ApiE
         }
     };
     if !state.fleet.live(node).connected {
-        return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "NODE_OFFLINE",
-            format!("node {} is offline; try again later", node.0),
-        ));
+        return Err(offline(node));
     }
     Ok(node)
+}
+
+fn offline(node: NodeId) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NODE_OFFLINE",
+        format!("node {} is offline; try again later", node.0),
+    )
+}
+
+/// The family's answer for a call to a node's agent that failed on the way rather than in the
+/// operation: the node went offline (503), did not answer within `timeout` (504), or the link
+/// failed (502). Each endpoint maps its own operation's refusals (`FleetError::Rpc`) first.
+pub fn link_error(e: FleetError, timeout: Duration) -> ApiError {
+    match e {
+        FleetError::NotConnected(node) => offline(node),
+        FleetError::Timeout(node) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "NODE_TIMEOUT",
+            format!("node {} did not answer in {} s", node.0, timeout.as_secs()),
+        ),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, "NODE_ERROR", other.to_string()),
+    }
 }

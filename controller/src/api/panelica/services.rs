@@ -70,16 +70,6 @@ pub fn service_json(s: &ServiceInfo) -> Value {
 /// A failed call to the node, in the family's errors.
 fn call_error(name: &str, e: FleetError) -> ApiError {
     match e {
-        FleetError::NotConnected(node) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NODE_OFFLINE",
-            format!("node {} is offline; try again later", node.0),
-        ),
-        FleetError::Timeout(node) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "NODE_TIMEOUT",
-            format!("node {} did not answer in {} s", node.0, CALL.as_secs()),
-        ),
         FleetError::Rpc { error: RpcError::BadRequest(why), .. } => {
             ApiError::new(StatusCode::NOT_FOUND, "SERVICE_NOT_FOUND", format!("no service {name} on this server"))
                 .details(why)
@@ -97,7 +87,7 @@ fn call_error(name: &str, e: FleetError) -> ApiError {
         FleetError::Rpc { error, .. } => {
             ApiError::new(StatusCode::BAD_GATEWAY, "SERVICE_ERROR", format!("service {name}: {error}"))
         }
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NODE_UNREACHABLE", other.to_string()),
+        other => node::link_error(other, CALL),
     }
 }
 

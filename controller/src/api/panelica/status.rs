@@ -57,9 +57,7 @@ pub fn status_json(
         }
         _ => (Value::Null, Value::Null),
     };
-    let sampled_at = time::OffsetDateTime::from_unix_timestamp_nanos(m.taken_at_ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let sampled_at = crate::store::iso_ms(m.taken_at_ms as i64);
     let free_mem = m.mem_total.saturating_sub(m.mem_used);
     let free_disk = m.disk_total.saturating_sub(m.disk_used);
     json!({
