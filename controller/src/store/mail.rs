@@ -205,23 +205,18 @@ impl Store {
 
     /// The newest `limit` mails, only those in `states` (all when empty).
     pub fn mails(&self, states: &[MailState], limit: usize) -> Result<Vec<MailRecord>, StoreError> {
+        // The states are the enum's own names, never caller text.
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            format!("WHERE state IN ({})", names.join(", "))
+        };
         let conn = self.conn();
         let mut stmt =
-            conn.prepare_cached(&format!("SELECT {MAIL_COLUMNS} FROM mail_outbox ORDER BY id DESC LIMIT ?1"))?;
-        let wanted = |m: &MailRecord| states.is_empty() || states.contains(&m.state);
-        let mut found = vec![];
-        // Filtered here rather than in SQL: the outbox is pruned to days of mail, and the states
-        // stay one enum in one place.
-        for raw in stmt.query_map(params![i64::MAX], |r| RawMail::try_from(r))? {
-            let record = mail_record(raw?)?;
-            if wanted(&record) {
-                found.push(record);
-                if found.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(found)
+            conn.prepare_cached(&format!("SELECT {MAIL_COLUMNS} FROM mail_outbox {filter} ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map(params![limit as i64], |r| RawMail::try_from(r))?;
+        rows.map(|raw| mail_record(raw?)).collect()
     }
 
     /// Deletes sent and failed mails created before `before_ms`; returns how many.

@@ -530,23 +530,7 @@ impl Store {
                  ORDER BY d.next_attempt_at LIMIT ?2",
             )?;
             let rows = stmt
-                .query_map(params![now_ms, limit as i64], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                        r.get(12)?,
-                    ))
-                })?
+                .query_map(params![now_ms, limit as i64], |r| ClaimRow::try_from(r))?
                 .collect::<Result<Vec<_>, _>>()?;
             rows
         };
